@@ -1,0 +1,17 @@
+"""ldct_clip: low-dose CT denoising with a frozen CLIP ResNet-50 encoder and a learned decoder."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ldct_clip.errors import InputError
+from ldct_clip.models.checkpoint import load_checkpoint, save_checkpoint
+from ldct_clip.models.denoiser import CLIPDenoiser
+
+__all__ = [
+    "CLIPDenoiser",
+    "InputError",
+    "__version__",
+    "load_checkpoint",
+    "save_checkpoint",
+]
