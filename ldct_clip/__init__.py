@@ -5,13 +5,19 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ldct_clip.errors import InputError
+from ldct_clip.io import CTVolume, read_nifti, read_series, write_dicom_series, write_nifti
 from ldct_clip.models.checkpoint import load_checkpoint, save_checkpoint
 from ldct_clip.models.denoiser import CLIPDenoiser
 
 __all__ = [
     "CLIPDenoiser",
+    "CTVolume",
     "InputError",
     "__version__",
     "load_checkpoint",
+    "read_nifti",
+    "read_series",
     "save_checkpoint",
+    "write_dicom_series",
+    "write_nifti",
 ]

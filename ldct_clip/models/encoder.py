@@ -21,7 +21,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from ldct_clip.errors import InputError
@@ -70,6 +69,8 @@ class CLIPEncoder(nn.Module):
 
     def __init__(self, weights: str | os.PathLike[str] = OPENAI_TAG) -> None:
         super().__init__()
+        from open_clip.modified_resnet import ModifiedResNet  # open_clip takes ~2 s to import: only when needed
+
         full = ModifiedResNet(layers=RN50_LAYERS, output_dim=1024, heads=32, image_size=224, width=RN50_WIDTH)
         for name in TRUNK_MODULES:
             setattr(self, name, getattr(full, name))
