@@ -12,5 +12,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def cli() -> int:
+    """Console-script entry point."""
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

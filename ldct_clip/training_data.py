@@ -1,0 +1,97 @@
+"""Turn a config's ``data`` section into training and validation datasets.
+
+- ``mayo``: ``data.root`` is an AAPM-Mayo tree (scanned once; the manifest is cached in the run folder,
+  never in the data root) or a manifest CSV from ``pipelines/prepare_mayo.py``. The split preset decides
+  the patients: training patches from full-dose slices of the training patients, validation on the
+  quarter/full pairs of the held-out patient(s).
+- ``image_folder``: clean images in ``data.root`` with online Gaussian noise; validation images in
+  ``data.val_root`` (noise seeded per image).
+- ``paired_folder``: ``clean/`` + ``noisy/`` folders in ``data.root`` and ``data.val_root``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ldct_clip.config import ExperimentConfig
+from ldct_clip.data.datasets import EvaluationPairs, TrainingPatches
+from ldct_clip.data.images import ImageFolderPatches, ImagePairs, PairedFolderPatches
+from ldct_clip.data.mayo import Manifest, scan_mayo
+from ldct_clip.data.splits import get_split
+from ldct_clip.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_CACHE = "manifest.csv"
+
+
+@dataclass
+class TrainingData:
+    """What the training loop needs: items addressed by ``(index, seed)``, sampling weights, validation pairs."""
+
+    train: Dataset
+    weights: torch.Tensor
+    validation: Dataset
+    channels: int
+    split_info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.train) == 0:
+            raise InputError("the training split is empty; check data.root and data.split")
+        if len(self.validation) == 0:
+            raise InputError("the validation split is empty; check data.val_root or the split's test patients")
+
+
+def load_manifest(root: str | Path, run_dir: Path) -> Manifest:
+    """A manifest file as given, or a Mayo tree scanned once with the result cached in ``run_dir``."""
+    root = Path(root)
+    if root.is_file():
+        return Manifest.load(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: data root not found; pass an AAPM-Mayo folder or a manifest from prepare_mayo.py")
+    cached = run_dir / MANIFEST_CACHE
+    if cached.is_file():
+        manifest = Manifest.load(cached)
+        if manifest.root.resolve() == root.resolve():
+            return manifest
+    logger.info("scanning %s for AAPM-Mayo series (once; cached as %s)", root, cached)
+    manifest = scan_mayo(root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest.save(cached)
+    return manifest
+
+
+def build_training_data(config: ExperimentConfig, run_dir: Path) -> TrainingData:
+    """Datasets for ``config.data``; every problem is one :class:`InputError` line."""
+    d = config.data
+    if d.root is None:
+        raise InputError("no training data: pass --data-root DIR (or set data.root in the config)")
+    sigma = d.noise_sigma / 255.0
+    channels = config.model.in_channels
+    if d.kind == "mayo":
+        if channels != 1:
+            raise InputError(f"data.kind=mayo is CT (1 channel) but model.in_channels={channels}; set it to 1")
+        manifest = load_manifest(d.root, run_dir)
+        split = get_split(d.split, available_patients=manifest.patients)
+        train = TrainingPatches(manifest, split.train, patch_size=d.patch_size, sigma=sigma,
+                                thickness=d.thickness_mm, cache=d.cache, seed=config.train.seed)
+        validation = EvaluationPairs(manifest, split.test, thickness=d.thickness_mm, cache=d.cache)
+        info = {"kind": "mayo", "name": split.name, "train": list(split.train), "test": list(split.test),
+                "root": str(manifest.root)}
+        return TrainingData(train, train.patient_balanced_weights(), validation, 1, info)
+    if d.val_root is None:
+        raise InputError(f"data.kind={d.kind} needs data.val_root: a folder of validation images")
+    if d.kind == "image_folder":
+        train = ImageFolderPatches(d.root, channels=channels, patch_size=d.patch_size, sigma=sigma)
+        validation = ImagePairs(d.val_root, channels=channels, sigma=sigma)
+    else:
+        train = PairedFolderPatches(d.root, channels=channels, patch_size=d.patch_size)
+        validation = ImagePairs(d.val_root, channels=channels)
+    info = {"kind": d.kind, "train": str(d.root), "validation": str(d.val_root)}
+    return TrainingData(train, torch.ones(len(train), dtype=torch.float64), validation, channels, info)
