@@ -75,7 +75,11 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    """Loop settings. ``batch_size`` is per process (per GPU under torchrun)."""
+    """Loop settings. ``batch_size`` is per process (per GPU under torchrun).
+
+    ``max_minutes`` is a wall-clock budget: when it runs out the loop validates, saves and stops early
+    (the learning-rate schedule still spans ``schedule.iterations``; ``--resume`` continues the run).
+    """
 
     batch_size: int = 16
     mixup_prob: float = 0.5
@@ -87,6 +91,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
     metric_preset: str = "clipdenoising"
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -115,6 +120,7 @@ class ExperimentConfig:
             (self.train.batch_size > 0, "train.batch_size must be > 0"),
             (0 <= self.train.mixup_prob <= 1, "train.mixup_prob must be in [0, 1]"),
             (self.train.mixup_beta > 0, "train.mixup_beta must be > 0"),
+            (self.train.max_minutes is None or self.train.max_minutes > 0, "train.max_minutes must be > 0"),
             (min(self.train.val_every, self.train.log_every, self.train.checkpoint_every) > 0,
              "train.val_every, train.log_every and train.checkpoint_every must be > 0"),
         ]

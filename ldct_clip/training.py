@@ -294,19 +294,21 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, desc=self.config.name,
                    unit="it", dynamic_ncols=True)
         window_start, window_losses = time.perf_counter(), []
+        deadline = None if t.max_minutes is None else time.monotonic() + 60.0 * t.max_minutes
         for batch in self._loader():
             loss = self.train_step(batch)
+            out_of_time = deadline is not None and self._agree(time.monotonic() >= deadline)
             window_losses.append(loss)
             lr = self.scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.5f}", lr=f"{lr:.2e}")
-            if self.step % t.log_every == 0 or self.step == total:
+            if self.step % t.log_every == 0 or self.step == total or out_of_time:
                 rate = len(window_losses) / max(time.perf_counter() - window_start, 1e-9)
                 self._log({"step": self.step, "loss": float(np.mean(window_losses)), "last_loss": loss, "lr": lr,
                            "it_per_s": rate})
                 window_start, window_losses = time.perf_counter(), []
             val = None
-            if self.step % t.val_every == 0 or self.step == total:
+            if self.step % t.val_every == 0 or self.step == total or out_of_time:
                 if self.dist.is_main:
                     val = validate(self.model, self.data.validation, t.metric_preset, self.device,
                                    self.config.data.val_max_slices)
@@ -317,8 +319,21 @@ class Trainer:
             if val is not None or self.step % t.checkpoint_every == 0:
                 self._save(val)
                 self.dist.barrier()
+            if out_of_time:
+                bar.write(f"train.max_minutes={t.max_minutes:g} reached at step {self.step} of {total}; "
+                          "saved, continue with --resume")
+                self._log({"step": self.step, "stopped": "max_minutes"})
+                break
         bar.close()
         return last_val
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when rank 0 says so, so that all processes stop at the same step."""
+        if self.dist.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(value, src=0)
+        return bool(value.item())
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:

@@ -242,3 +242,13 @@ def test_split_without_its_test_patient_is_one_line(mayo_root: Path, tmp_path: P
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "L333" in error[0]
+
+
+def test_time_budget_stops_early_with_a_resumable_checkpoint(images: dict[str, Path], tmp_path: Path) -> None:
+    config = _fixed_set_config(**{"data.root": str(images["train"]), "data.val_root": str(images["val"]),
+                                  "schedule.iterations": 1000, "train.max_minutes": 1e-6})
+    result = Trainer(config, tmp_path / "run").run()
+    records = _records(tmp_path / "run")
+    assert records[-1] == {"step": 1, "stopped": "max_minutes"}
+    assert result["val_items"] == 1
+    assert (tmp_path / "run" / "checkpoints" / "training_state.pt").is_file()
