@@ -45,7 +45,8 @@ SIDD_FILES = ("ValidationGtBlocksSrgb.mat", "ValidationNoisyBlocksSrgb.mat")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TYPES_PILLOW_TRUNCATES = (2, 4, 6)  # RGB, gray + alpha, RGBA: Pillow keeps 8 of 16 bits
-_PIL_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_PIL_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB"}
+_PIL_DIRECT_MODES = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 @dataclass(frozen=True)
@@ -119,18 +120,18 @@ def _read_png16_colour(path: Path) -> np.ndarray:
     return np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
 
 
-def _read_tiff16_colour(path: Path) -> np.ndarray:
-    """A 16-bit colour TIFF at full precision with tifffile (Pillow would keep only the high byte)."""
+def _read_deep_tiff(path: Path) -> np.ndarray:
+    """A TIFF of more than 8 bits per sample with tifffile (Pillow keeps only the high byte of colour ones)."""
     import tifffile
 
     try:
         array = tifffile.imread(path)
     except (KeyError, ValueError) as err:  # tifffile names the missing codec (e.g. LZW needs imagecodecs)
-        raise InputError(f"{path}: 16-bit colour TIFF not readable ({str(err).strip(chr(34))}); "
+        raise InputError(f"{path}: TIFF not readable ({str(err).strip(chr(34))}); "
                          "save it uncompressed or with deflate compression") from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # planar configuration
-    if array.ndim != 3:
+    if array.ndim not in (2, 3):
         raise InputError(f"{path}: TIFF holds an array of shape {array.shape}; pass a single 2-D image")
     return array
 
@@ -144,12 +145,16 @@ def _decode(path: Path) -> tuple[np.ndarray, float]:
         with Image.open(path) as img:
             bits = max(getattr(img, "tag_v2", {}).get(258, (8,)))  # TIFF BitsPerSample
             if img.format == "TIFF" and bits > 8 and img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return _read_tiff16_colour(path), 65535.0
-            if img.mode in _PIL_CONVERSIONS:
+                array, mode = _read_deep_tiff(path), f"TIFF {bits}-bit"
+            elif img.mode in _PIL_CONVERSIONS:
                 img = img.convert(_PIL_CONVERSIONS[img.mode])
+                array, mode = np.asarray(img), img.mode
+            elif img.mode not in _PIL_DIRECT_MODES:
+                raise InputError(f"{path}: unsupported colour mode {img.mode}; save it as RGB or grayscale")
             elif img.mode == "LA":
-                img = img.getchannel("L")
-            array, mode = np.asarray(img), img.mode
+                array, mode = np.asarray(img.getchannel("L")), "LA"
+            else:
+                array, mode = np.asarray(img), img.mode
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"{path}: unreadable image ({err.__class__.__name__}); remove or replace it") from None
     if array.dtype == np.uint8:
@@ -183,7 +188,8 @@ def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     found = 1 if scaled.ndim == 2 else scaled.shape[2]
     if found != channels:
         raise InputError(
-            f"{path}: has {found} channel(s) but the model takes {channels}; use {'RGB' if channels == 3 else 'grayscale'} images"
+            f"{path}: has {found} channel(s) but the model takes {channels}; "
+            f"use {'RGB' if channels == 3 else 'grayscale'} images"
         )
     return np.ascontiguousarray(scaled[None] if scaled.ndim == 2 else scaled.transpose(2, 0, 1))
 
@@ -367,7 +373,8 @@ class RealNoisePairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, object]:
         if self._blocks is not None:
             image, block = divmod(index, self._blocks[0].shape[1])
-            clean, noisy = (b[image, block].transpose(2, 0, 1).astype(np.float32) / np.float32(255) for b in self._blocks)
+            clean, noisy = (b[image, block].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+                            for b in self._blocks)
             return {"clean": clean, "noisy": noisy, "name": f"{image:04d}_{block:02d}"}
         clean_path, noisy_path = self._files[index]
         clean, noisy = read_image(clean_path, self.channels), read_image(noisy_path, self.channels)
@@ -417,7 +424,8 @@ class ImagePairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, object]:
         if self.real is not None:
             item = self.real[index]
-            return {"low": torch.from_numpy(item["noisy"]), "full": torch.from_numpy(item["clean"]), "name": item["name"]}
+            return {"low": torch.from_numpy(item["noisy"]), "full": torch.from_numpy(item["clean"]),
+                    "name": item["name"]}
         clean = read_image(self.files[index], self.channels)
         rng = np.random.default_rng(index)
         noisy = clean + rng.normal(0.0, self.sigma, clean.shape).astype(np.float32)
