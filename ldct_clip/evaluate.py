@@ -1,20 +1,181 @@
-"""``python -m ldct_clip.evaluate``: not yet available in this version of ldct_clip."""
+"""``python -m ldct_clip.evaluate``: PSNR/SSIM and HU-fidelity report of a checkpoint against full-dose CT.
+
+Examples::
+
+    python -m ldct_clip.evaluate --checkpoint best.safetensors --data-root /data/mayo --output reports/L506
+    python -m ldct_clip.evaluate --checkpoint best.safetensors --data-root manifest.csv --split noise2sim \\
+        --preset clipdenoising redcnn noise2sim --max-slices 40
+    python -m ldct_clip.evaluate --checkpoint best.safetensors --low L506/quarter_1mm --full L506/full_1mm \\
+        --roi 100,250,200,32,32
+
+Rows: the model, the low-dose input, and the baselines TV and (when the optional ``bm3d`` package is
+installed) BM3D on the same slices; under ``--preset clipdenoising`` also the published rows, marked as
+quoted. The report folder gets report.md, report.html, metrics.csv, summary.json and figures/. Exit status
+0 on success, 2 for a usage problem (one line on stderr).
+"""
 
 from __future__ import annotations
 
+import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from ldct_clip.cli import run_cli
+from ldct_clip.data.datasets import DEFAULT_THICKNESS_MM
+from ldct_clip.device import DEVICES
+from ldct_clip.errors import InputError
+from ldct_clip.evaluation import (
+    BASELINES,
+    BM3D_SIGMA_HU,
+    CT_PRESETS,
+    TV_WEIGHT,
+    EvaluationResult,
+    ct_presets,
+    evaluate,
+    load_manifest,
+    pairs_from_manifest,
+    pairs_from_series,
+    resolve_baselines,
+)
+from ldct_clip.inference import PRECISIONS
+from ldct_clip.models.checkpoint import load_checkpoint
+from ldct_clip.report import check_output, write_report
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ldct-clip-evaluate",
+        description="Score a CLIPDenoiser checkpoint against full-dose CT beside the low-dose input, TV and BM3D, "
+                    "under the published metric presets, and write a report folder.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint (.safetensors) written by training")
+    data = parser.add_argument_group("data (either --data-root, or --low with --full)")
+    data.add_argument("--data-root", type=Path, help="AAPM-Mayo folder or manifest CSV from prepare_mayo.py")
+    data.add_argument("--split", default="clipdenoising",
+                      help="split preset whose test patients are evaluated (default clipdenoising: L506)")
+    data.add_argument("--thickness", type=float, default=DEFAULT_THICKNESS_MM, help="slice thickness in mm (default 1)")
+    data.add_argument("--kernel", help="reconstruction kernel, needed only when the data holds several")
+    data.add_argument("--low", type=Path, help="low-dose series: DICOM folder or NIfTI file")
+    data.add_argument("--full", type=Path, help="full-dose series at the same slice positions")
+    parser.add_argument("--preset", nargs="+", action="extend", metavar="PRESET",
+                        help=f"metric preset(s), one table each: {', '.join(CT_PRESETS)} (default clipdenoising)")
+    parser.add_argument("--output", type=Path, help="report folder to create (default <checkpoint name>_evaluation)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per forward pass (default 8)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision (default fp32)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--baselines", nargs="+", metavar="NAME",
+                       help=f"baselines to run, any of {', '.join(BASELINES)} (default: tv, and bm3d when the "
+                            "bm3d package is installed; BM3D takes 10-15 s per 512x512 slice on a CPU)")
+    which.add_argument("--no-baselines", action="store_true", help="run no baselines")
+    parser.add_argument("--tv-weight", type=float, default=TV_WEIGHT,
+                        help=f"TV weight on the (HU+1024)/4096 scale (default {TV_WEIGHT:g})")
+    parser.add_argument("--bm3d-sigma", type=float, default=BM3D_SIGMA_HU,
+                        help=f"BM3D noise standard deviation in HU (default {BM3D_SIGMA_HU:g})")
+    parser.add_argument("--max-slices", type=_positive_int, help="evaluate at most N slices, evenly spread (quick looks)")
+    parser.add_argument("--roi", action="append", metavar="Z,Y0,X0,H,W", default=None,
+                        help="flat region for HU bias and noise, Z = index among the evaluated slices "
+                             "(repeatable; default: found automatically)")
+    parser.add_argument("--roi-size", type=_positive_int, help="side in pixels of automatically found ROIs")
+    return parser
+
+
+def parse_roi(text: str) -> tuple[int, int, int, int, int]:
+    """``"z,y0,x0,h,w"`` as five integers.
+
+    >>> parse_roi("3, 100,120,32,32")
+    (3, 100, 120, 32, 32)
+    """
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 5:
+        raise InputError(f"--roi {text!r}: expected five integers z,y0,x0,h,w (z = index among evaluated slices)")
+    return values  # type: ignore[return-value]
+
+
+def table_lines(result: EvaluationResult) -> list[str]:
+    """A short plain-text version of the tables, for the terminal."""
+    lines = []
+    for spec in result.presets:
+        lines.append(f"preset {spec.name} (window [{spec.window[0]:g}, {spec.window[1]:g}] HU, "
+                     f"data_range {spec.data_range:g}, {len(result.slices)} slices):")
+        for method in result.methods:
+            s = result.summary(spec.name, method.key)
+            lines.append(f"  {method.label:<40} PSNR {s.psnr_mean:7.2f} ± {s.psnr_std:5.2f} dB   "
+                         f"SSIM {s.ssim_mean:.4f} ± {s.ssim_std:.4f}")
+    if result.encoder_is_random:
+        lines.append("warning: the model's encoder was randomly initialised, not CLIP; see the report")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("ldct-clip-evaluate is not yet available in this version of ldct_clip; "
-          "run 'python -m ldct_clip.selfcheck' to check the installation", file=sys.stderr)
-    return 2
+    """Parse ``argv``, evaluate, write the report folder, print the tables; return the exit status."""
+    args = _parser().parse_args(argv)
+    series_mode = args.low is not None or args.full is not None
+    if series_mode == (args.data_root is not None) or (series_mode and (args.low is None or args.full is None)):
+        raise InputError("pass either --data-root ROOT, or both --low SERIES and --full SERIES")
+    presets = ct_presets(args.preset or ["clipdenoising"])
+    baselines = () if args.no_baselines else args.baselines  # None: the defaults, noting a missing bm3d
+    resolve_baselines(baselines)  # fail before any work
+    rois = None if args.roi is None else [parse_roi(text) for text in args.roi]
+    output = args.output or Path(f"{args.checkpoint.stem}_evaluation")
+    inputs = [args.low, args.full] if series_mode else [args.data_root]
+    check_output(output, args.overwrite, inputs)
+
+    model = load_checkpoint(args.checkpoint)
+    if model.in_channels != 1:
+        raise InputError(f"{args.checkpoint}: checkpoint is for RGB images (in_channels={model.in_channels}), "
+                         "not CT; pass a checkpoint trained on CT")
+    manifest = None
+    if series_mode:
+        pairs = pairs_from_series(args.low, args.full)
+    else:
+        manifest = load_manifest(args.data_root, cache_dir=output if output.is_dir() else None)
+        pairs = pairs_from_manifest(manifest, args.split, args.thickness, args.kernel)
+    if args.max_slices is not None:
+        pairs = pairs.evenly_spaced(args.max_slices)
+
+    result = evaluate(
+        model,
+        pairs,
+        presets=[p.name for p in presets],
+        baselines=baselines,
+        rois=rois,
+        roi_size=args.roi_size,
+        tv_weight=args.tv_weight,
+        bm3d_sigma_hu=args.bm3d_sigma,
+        model_label=f"CLIPDenoiser ({args.checkpoint.name})",
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        progress=True,
+    )
+    command = shlex.join(["python", "-m", "ldct_clip.evaluate", *(sys.argv[1:] if argv is None else argv)])
+    folder = write_report(result, output, overwrite=args.overwrite, manifest=manifest, command=command)
+    print("\n".join(table_lines(result)))
+    print(f"report written to {folder}")
+    return 0
 
 
 def cli() -> int:
     """Console-script entry point."""
-    return main()
+    return run_cli(main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,526 @@
+"""Turn an :class:`~ldct_clip.evaluation.EvaluationResult` into a report folder.
+
+The folder holds ``report.md``, a self-contained ``report.html`` (figures embedded as base64 PNG),
+``metrics.csv`` (one row per slice and method, one PSNR and SSIM column per preset), ``summary.json``,
+``figures/*.png`` and, for AAPM-Mayo data, the ``manifest.csv`` that was evaluated (reused as a scan cache
+next time). The folder is built under a temporary name beside the target and renamed into place, so an
+interrupted run never leaves a partial report; an existing report is replaced only with ``overwrite``.
+
+Markdown and HTML are rendered from one list of blocks, so the two always say the same. Every PSNR/SSIM
+table is headed by its preset, window, data_range and slice count; published rows appear only under the
+preset they were measured with, marked as quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import shutil
+import textwrap
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import ndimage
+
+from ldct_clip.data.hu import WINDOWS
+from ldct_clip.data.mayo import Manifest
+from ldct_clip.errors import InputError
+from ldct_clip.evaluation import MANIFEST_CACHE, EvaluationResult, MetricSummary, published_rows
+from ldct_clip.metrics import MetricPreset
+
+__all__ = ["REPORT_FILES", "check_output", "summary_dict", "write_report"]
+
+REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "metrics.csv", "summary.json")
+"""Files every report folder holds (besides ``figures/``)."""
+DISPLAY_WINDOW = WINDOWS["display"]
+"""HU window of the images in the figures."""
+QUOTED_MARK = "†"
+
+_SSIM_WINDOWS = {"same_zero": "11×11 Gaussian (σ 1.5) zero-padded, mean over the whole slice",
+                 "valid": "11×11 Gaussian (σ 1.5), mean over the valid window positions"}
+_IMAGE_INCHES = 2.6
+_DPI = 100
+
+
+# --- folder handling --------------------------------------------------------------------------------------
+
+
+def check_output(output: str | os.PathLike[str], overwrite: bool = False,
+                 inputs: Sequence[str | os.PathLike[str]] = ()) -> Path:
+    """Refuse a report folder that exists (unless ``overwrite``), is a file, or lies inside an input.
+
+    Called before any work so a wrong ``--output`` costs nothing; :func:`write_report` checks again.
+    """
+    target = Path(output)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: exists and is not a folder; choose another --output")
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: report folder already exists; choose another --output or pass --overwrite")
+    resolved = target.expanduser().resolve()
+    for source in inputs:
+        source_path = Path(source).expanduser().resolve()
+        if source_path.is_dir() and resolved.is_relative_to(source_path):
+            raise InputError(f"{target}: inside the input {source}; write the report outside the data folder")
+    return target
+
+
+def write_report(
+    result: EvaluationResult,
+    output: str | os.PathLike[str],
+    overwrite: bool = False,
+    manifest: Manifest | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write the report folder for ``result`` atomically; return its path.
+
+    Args:
+        result: from :func:`ldct_clip.evaluation.evaluate`.
+        output: the report folder to create.
+        overwrite: replace an existing report folder.
+        manifest: the AAPM-Mayo manifest evaluated, kept as ``manifest.csv``.
+        command: the command line that produced the result, recorded in the report.
+    """
+    target = check_output(output, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+    temp.mkdir()
+    try:
+        (temp / "figures").mkdir()
+        figures = _render_figures(result)
+        for name, png in figures.items():
+            (temp / "figures" / name).write_bytes(png)
+        summary = summary_dict(result, command)
+        _write_metrics_csv(result, temp / "metrics.csv")
+        (temp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+        blocks = _blocks(result, summary, list(figures))
+        (temp / "report.md").write_text(_markdown(blocks), encoding="utf-8")
+        (temp / "report.html").write_text(_html(blocks, figures), encoding="utf-8")
+        if manifest is not None:
+            manifest.save(temp / MANIFEST_CACHE)
+        check_output(target, overwrite)
+        _move_into_place(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return target
+
+
+def _move_into_place(temp: Path, target: Path) -> None:
+    """Rename ``temp`` to ``target``; an existing target is moved aside first and deleted afterwards."""
+    if not target.exists():
+        os.rename(temp, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(target, old)
+    try:
+        os.rename(temp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old)
+
+
+# --- data files ---------------------------------------------------------------------------------------------
+
+
+def _write_metrics_csv(result: EvaluationResult, path: Path) -> None:
+    """One row per slice and method; floats written in full precision."""
+    metric_columns = [f"{metric}_{p.name}" for p in result.presets for metric in ("psnr", "ssim")]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "patient", "position_mm", "method", *metric_columns, "low_source", "full_source"])
+        for index, pair in enumerate(result.slices):
+            for method in result.methods:
+                values = [float(result.scores[p.name][method.key][metric][index])
+                          for p in result.presets for metric in ("psnr", "ssim")]
+                writer.writerow([index, pair.patient, pair.position_mm, method.key, *values, pair.low_source,
+                                 pair.full_source])
+
+
+def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[str, object]:
+    """Everything the tables show, as JSON-ready data (non-finite numbers become null)."""
+    from ldct_clip import __version__
+
+    presets = {}
+    for spec in result.presets:
+        methods = {}
+        for method in result.methods:
+            overall = result.summary(spec.name, method.key)
+            methods[method.key] = {
+                "label": method.label,
+                "kind": method.kind,
+                **_summary_fields(overall),
+                "per_patient": {p: _summary_fields(result.summary(spec.name, method.key, p)) for p in result.patients},
+            }
+        presets[spec.name] = {
+            **_preset_fields(spec),
+            "slices": len(result.slices),
+            "methods": methods,
+            "published": [{"method": r.method, "psnr": r.psnr, "ssim": r.ssim, "source": r.source}
+                          for r in published_rows(spec.name)],
+        }
+    n = len(result.slices)
+    return _finite({
+        "ldct_clip_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "data": result.data_description,
+        "split": result.split,
+        "published_comparable": result.published_comparable,
+        "slices": n,
+        "patients": list(result.patients),
+        "model": {"label": result.method("model").label, "encoder_weights": result.encoder_weights,
+                  "encoder_is_random": result.encoder_is_random},
+        "methods": [{"key": m.key, "label": m.label, "kind": m.kind, "details": m.details} for m in result.methods],
+        "settings": result.settings,
+        "seconds_per_slice": {key: s / n for key, s in result.seconds.items() if key != "low_dose"},
+        "presets": presets,
+        "hu_fidelity": {
+            "rois": [{"method": r.method, "roi": list(r.roi), "auto": r.auto, "bias_hu": r.stats.bias,
+                      "noise_sd_hu": r.stats.pred_std, "full_dose_noise_sd_hu": r.stats.target_std,
+                      "pred_mean_hu": r.stats.pred_mean, "full_dose_mean_hu": r.stats.target_mean,
+                      "n_pixels": r.stats.n_pixels} for r in result.rois],
+            "methods": {m.key: result.roi_summary(m.key) for m in result.methods},
+        },
+        "notes": result.notes,
+    })
+
+
+def _summary_fields(summary: MetricSummary) -> dict[str, float | int]:
+    return {name: getattr(summary, name) for name in ("psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n")}
+
+
+def _preset_fields(spec: MetricPreset) -> dict[str, object]:
+    return {"window": list(spec.window), "data_range": spec.data_range, "ssim_padding": spec.ssim_padding,
+            "scale_to_unit": spec.scale_to_unit, "description": spec.description}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON has no inf or NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- document blocks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One element of the report: heading, paragraph, warning, list, table or figure."""
+
+    kind: str
+    text: str = ""
+    items: tuple[str, ...] = ()
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    level: int = 2
+
+
+def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: list[str]) -> list[_Block]:
+    n = len(result.slices)
+    patients = result.patients
+    blocks = [_Block("heading", f"Evaluation report: {result.method('model').label}", level=1)]
+    if result.encoder_is_random:
+        blocks.append(_Block("warning", "The model's encoder was randomly initialised (encoder weights: random), "
+                                        "not loaded from CLIP. These numbers do not measure CLIPDenoising; use "
+                                        "them only to check the pipeline."))
+    blocks.append(_Block("list", items=(
+        f"Data: {result.data_description}",
+        f"Slices: {n} from {len(patients)} patient(s) ({', '.join(patients)})",
+        f"Model: {result.method('model').label}; encoder weights: {result.encoder_weights}",
+        f"Device: {result.settings['device']}, precision {result.settings['precision']}, "
+        f"batch size {result.settings['batch_size']}",
+        f"Created: {summary['created']} with ldct_clip {summary['ldct_clip_version']}",
+        *([f"Command: {summary['command']}"] if summary["command"] else []),
+    )))
+    for spec in result.presets:
+        blocks += _preset_blocks(result, spec)
+    blocks += _hu_blocks(result)
+    blocks.append(_Block("heading", "Figures"))
+    for name in figure_names:
+        blocks.append(_Block("figure", name, items=(_figure_caption(result, name),)))
+    blocks.append(_Block("heading", "Methods"))
+    per_slice = summary["seconds_per_slice"]
+    assert isinstance(per_slice, dict)
+    blocks.append(_Block("list", items=tuple(
+        f"{m.label}: {m.details}" + (f"; {per_slice[m.key]:.3g} s per slice" if m.key in per_slice else "")
+        for m in result.methods
+    )))
+    if result.notes:
+        blocks.append(_Block("heading", "Notes"))
+        blocks.append(_Block("list", items=tuple(result.notes)))
+    return blocks
+
+
+def _preset_header(spec: MetricPreset, n: int, what: str) -> str:
+    lo, hi = spec.window
+    scaled = ", scaled to [0, 1]" if spec.scale_to_unit else ""
+    return (f"Preset {spec.name}: window [{lo:g}, {hi:g}] HU{scaled}, data_range {spec.data_range:g}, "
+            f"SSIM {_SSIM_WINDOWS[spec.ssim_padding]}, {n} slices. {what}")
+
+
+def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]:
+    n = len(result.slices)
+    rows = []
+    for method in result.methods:
+        s = result.summary(spec.name, method.key)
+        rows.append((method.label, _pm(s.psnr_mean, s.psnr_std, 2), _pm(s.ssim_mean, s.ssim_std, 4),
+                     f"measured on these {s.n} slices"))
+    quoted = published_rows(spec.name)
+    for row in quoted:
+        rows.append((f"{row.method} {QUOTED_MARK}", f"{row.psnr:.2f}", f"{row.ssim:.3f}", "quoted from the paper"))
+    blocks = [
+        _Block("heading", f"PSNR / SSIM, preset {spec.name}"),
+        _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over slices.")),
+        _Block("table", header=("Method", "PSNR (dB)", "SSIM", "Source"), rows=tuple(rows)),
+    ]
+    if quoted:
+        note = f"{QUOTED_MARK} {quoted[0].source[0].upper()}{quoted[0].source[1:]}; not recomputed here."
+        if not result.published_comparable:
+            note += (" This evaluation covers other slices than that table (see Data above), so the quoted rows "
+                     "are not directly comparable with the measured ones.")
+        blocks.append(_Block("paragraph", note))
+    patient_rows = []
+    for patient in result.patients:
+        for method in result.methods:
+            s = result.summary(spec.name, method.key, patient)
+            patient_rows.append((patient, str(s.n), method.label, _pm(s.psnr_mean, s.psnr_std, 2),
+                                 _pm(s.ssim_mean, s.ssim_std, 4)))
+    blocks += [
+        _Block("heading", f"Per patient, preset {spec.name}", level=3),
+        _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over each patient's slices.")),
+        _Block("table", header=("Patient", "Slices", "Method", "PSNR (dB)", "SSIM"), rows=tuple(patient_rows)),
+    ]
+    return blocks
+
+
+def _hu_blocks(result: EvaluationResult) -> list[_Block]:
+    blocks = [_Block("heading", "HU fidelity in flat regions")]
+    first = result.roi_summary("model")
+    if first is None:
+        blocks.append(_Block("paragraph", "No ROIs were measured."))
+        return blocks
+    n_rois = int(first["n_rois"])
+    n_slices = len({r.roi[0] for r in result.rois})
+    if result.settings["rois"] == "automatic":
+        how = (f"ROIs found automatically: per run of up to {result.settings['chunk_slices']} slices of a patient, "
+               f"the flattest "
+               f"{result.rois[0].roi[3]}×{result.rois[0].roi[4]}-pixel box of the full-dose images with "
+               "every pixel in [-100, 200] HU.")
+    else:
+        how = "ROIs as given (index, y0, x0, h, w)."
+    blocks.append(_Block("paragraph", (
+        f"No metric preset: raw HU, no window, no data_range; {n_rois} ROI(s) on {n_slices} of "
+        f"{len(result.slices)} slices. {how} Bias = mean HU of the method − mean HU of the full-dose image in "
+        "the ROI; noise SD = standard deviation of HU in the ROI (ddof 1); averages over ROIs.")))
+    rows = []
+    for method in result.methods:
+        s = result.roi_summary(method.key)
+        assert s is not None
+        rows.append((method.label, f"{s['bias_hu']:+.1f}", f"{s['abs_bias_hu']:.1f}", f"{s['noise_sd_hu']:.1f}"))
+    rows.append(("Full-dose reference", "—", "—", f"{first['full_dose_noise_sd_hu']:.1f}"))
+    blocks.append(_Block("table", header=("Method", "Mean bias (HU)", "Mean absolute bias (HU)", "Noise SD (HU)"),
+                         rows=tuple(rows)))
+    return blocks
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _figure_caption(result: EvaluationResult, name: str) -> str:
+    lo, hi = DISPLAY_WINDOW
+    if name.startswith("slice_"):
+        index = int(name[len("slice_") : -len(".png")])
+        pair = result.slices[index]
+        return (f"Slice {index} ({pair.patient}, {pair.position_mm:.1f} mm): low-dose, model, baselines and full-dose "
+                f"in the [{lo:g}, {hi:g}] HU window with a zoomed inset (top); each minus full-dose, in HU (bottom).")
+    preset = name[len("psnr_") : -len(".png")]
+    return f"PSNR per slice along z, preset {preset}."
+
+
+def _markdown(blocks: list[_Block]) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if b.kind == "heading":
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif b.kind == "warning":
+            lines += [f"> **Warning:** {b.text}", ""]
+        elif b.kind == "paragraph":
+            lines += [b.text, ""]
+        elif b.kind == "list":
+            lines += [f"- {item}" for item in b.items] + [""]
+        elif b.kind == "table":
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in b.header) + " |")
+            lines.append("|" + "|".join("---" for _ in b.header) + "|")
+            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in b.rows]
+            lines.append("")
+        elif b.kind == "figure":
+            lines += [f"![{b.text}](figures/{b.text})", "", f"*{b.items[0]}*", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1em}th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:left}
+th{background:#eee}td:nth-child(n+2){font-variant-numeric:tabular-nums}
+.warning{background:#fff3cd;border:2px solid #d39e00;padding:0.8em;font-weight:bold}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;color:#444}
+"""
+
+
+def _html(blocks: list[_Block], figures: dict[str, bytes]) -> str:
+    esc = html.escape
+    title = next(b.text for b in blocks if b.kind == "heading")
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
+             f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if b.kind == "heading":
+            parts.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")
+        elif b.kind == "warning":
+            parts.append(f'<p class="warning">Warning: {esc(b.text)}</p>')
+        elif b.kind == "paragraph":
+            parts.append(f"<p>{esc(b.text)}</p>")
+        elif b.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in b.items) + "</ul>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{esc(cell)}</th>" for cell in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in b.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b.kind == "figure":
+            data = base64.b64encode(figures[b.text]).decode("ascii")
+            parts.append(f'<figure><img alt="{esc(b.items[0])}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{esc(b.items[0])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+
+
+def _render_figures(result: EvaluationResult) -> dict[str, bytes]:
+    """PNG bytes by file name: one side-by-side figure per kept slice, one PSNR-along-z plot per preset."""
+    figures = {f"slice_{index:04d}.png": _png(_slice_figure(result, index)) for index in sorted(result.figure_images)}
+    for spec in result.presets:
+        figures[f"psnr_{spec.name}.png"] = _png(_psnr_figure(result, spec))
+    return figures
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def _slice_figure(result: EvaluationResult, index: int) -> Figure:
+    """Low-dose, model, baselines, full-dose in the display window with a zoomed inset; differences below."""
+    images = result.figure_images[index]
+    full = images["full_dose"]
+    keys = ["low_dose", "model", *(m.key for m in result.methods if m.kind == "baseline"), "full_dose"]
+    labels = {m.key: m.label for m in result.methods} | {"full_dose": "Full-dose reference"}
+    first = result.presets[0].name
+    lo, hi = DISPLAY_WINDOW
+    limit = _difference_limit(images["low_dose"] - full)
+    zoom = _zoom_box(full)
+
+    fig = Figure(figsize=(_IMAGE_INCHES * len(keys), 2 * _IMAGE_INCHES + 0.6), layout="constrained")
+    axes = fig.subplots(2, len(keys), squeeze=False)
+    for column, key in enumerate(keys):
+        top, bottom = axes[0, column], axes[1, column]
+        label = textwrap.fill(labels[key], 30)
+        if key != "full_dose":
+            label += (f"\n{result.scores[first][key]['psnr'][index]:.2f} dB / "
+                      f"{result.scores[first][key]['ssim'][index]:.4f}")
+        top.imshow(images[key], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        top.set_title(label, fontsize=8)
+        _inset(top, images[key], zoom, lo, hi)
+        if key != "full_dose":
+            shown = bottom.imshow(images[key] - full, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            bottom.set_title(textwrap.fill(labels[key], 30) + "\n− full-dose", fontsize=8)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    legend = axes[1, -1]
+    legend.axis("off")
+    fig.colorbar(shown, cax=legend.inset_axes((0.05, 0.1, 0.08, 0.8)), label="difference (HU)")
+    legend.text(0.45, 0.5, f"display window\n[{lo:g}, {hi:g}] HU\n\nPSNR / SSIM:\npreset {first}", ha="left",
+                va="center", fontsize=8, transform=legend.transAxes)
+    pair = result.slices[index]
+    fig.suptitle(f"Slice {index}: {pair.patient}, {pair.position_mm:.1f} mm", fontsize=10)
+    return fig
+
+
+def _inset(ax: Axes, image: np.ndarray, box: tuple[int, int, int, int], lo: float, hi: float) -> None:
+    """A ×2-ish zoom of ``box`` (y0, x0, h, w) in the corner farthest from it, linked by a frame."""
+    y0, x0, h, w = box
+    rows, columns = image.shape
+    right = x0 + w / 2 < columns / 2
+    below = y0 + h / 2 < rows / 2
+    inset = ax.inset_axes((0.6 if right else 0.0, 0.0 if below else 0.6, 0.4, 0.4))
+    inset.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    inset.set_xlim(x0 - 0.5, x0 + w - 0.5)
+    inset.set_ylim(y0 + h - 0.5, y0 - 0.5)
+    inset.set_xticks([])
+    inset.set_yticks([])
+    for spine in inset.spines.values():
+        spine.set_edgecolor("yellow")
+    ax.indicate_inset_zoom(inset, edgecolor="yellow")
+
+
+def _zoom_box(full: np.ndarray) -> tuple[int, int, int, int]:
+    """The square (y0, x0, h, w) of 1/4 the slice side with the most edge detail in the display window."""
+    lo, hi = DISPLAY_WINDOW
+    shown = (np.clip(full, lo, hi) - lo) / (hi - lo)
+    detail = np.hypot(ndimage.sobel(shown, axis=0), ndimage.sobel(shown, axis=1))
+    size = max(8, min(full.shape) // 4)
+    mean = ndimage.uniform_filter(detail, size=size, mode="constant")
+    half = size // 2
+    valid = mean[half : full.shape[0] - size + half + 1, half : full.shape[1] - size + half + 1]
+    y0, x0 = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(y0), int(x0), size, size
+
+
+def _difference_limit(difference: np.ndarray) -> float:
+    """Colour limit of the difference maps: the 99.5th percentile of |low-dose − full-dose|, at least 10 HU."""
+    return max(10.0, float(np.ceil(np.percentile(np.abs(difference), 99.5) / 10.0) * 10.0))
+
+
+def _psnr_figure(result: EvaluationResult, spec: MetricPreset) -> Figure:
+    """PSNR per slice against position, one panel per patient, one line per method."""
+    patients = result.patients
+    fig = Figure(figsize=(min(14.0, max(8.0, 1.0 + 4.5 * len(patients))), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(patients), squeeze=False, sharey=True)[0]
+    for ax, patient in zip(axes, patients):
+        keep = np.array([s.patient == patient for s in result.slices])
+        z = np.array([s.position_mm for s in result.slices])[keep]
+        order = np.argsort(z)
+        for method in result.methods:
+            values = result.scores[spec.name][method.key]["psnr"][keep]
+            ax.plot(z[order], values[order], marker="." if keep.sum() <= 60 else None, linewidth=1,
+                    label=method.label)
+        ax.set_title(f"{patient} ({int(keep.sum())} slices)", fontsize=9)
+        ax.set_xlabel("slice position (mm)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("PSNR (dB)")
+    axes[-1].legend(fontsize=7)
+    lo, hi = spec.window
+    fig.suptitle(f"PSNR along z, preset {spec.name}\nwindow [{lo:g}, {hi:g}] HU, data_range {spec.data_range:g}, "
+                 f"{len(result.slices)} slices", fontsize=9)
+    return fig
