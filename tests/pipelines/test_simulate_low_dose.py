@@ -1,0 +1,93 @@
+"""pipelines/simulate_low_dose.py: writes a Mayo pair, reports the round trip, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from dicom_factory import make_ct_series
+
+from ldct_clip.cli import EXIT_USER_ERROR, run_cli
+from ldct_clip.data.mayo import scan_mayo
+from ldct_clip.simulate import FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, RECORD_NAME
+
+SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "simulate_low_dose.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("simulate_low_dose", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("normal_dose")
+    y, x = np.mgrid[:48, :48]
+    hu = np.where(np.hypot(y - 23.5, x - 23.5) < 20, 0.0, -1000.0)
+    make_ct_series(folder, 2, 48, 48, hu=np.repeat(hu[None], 2, axis=0), spacing=(1.0, 0.7, 0.7))
+    return folder
+
+
+def test_writes_mayo_pair_and_reports(script: ModuleType, series: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mayo"
+    args = ["--input", str(series), "--output", str(out), "--patient", "L900", "--dose", "0.1", "--workers", "1"]
+    assert run_cli(script.main, args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"normal dose: {out / 'L900' / FULL_DOSE_FOLDER}"
+    assert lines[1] == f"simulated 10% dose: {out / 'L900' / LOW_DOSE_FOLDER}"
+    record = json.loads((out / "L900" / RECORD_NAME).read_text())
+    assert lines[2].startswith(f"projector round-trip error: {record['roundtrip_rms_hu']:.1f} HU RMS")
+    assert record["dose"] == 0.1 and record["photons"] == 1e5 and record["electronic_noise"] == 10.0
+    manifest = scan_mayo(out, workers=2)
+    assert manifest.patients == ("L900",) and len(manifest.pairs()) == 2
+
+
+def test_photons_set_the_dose(script: ModuleType, series: Path, tmp_path: Path) -> None:
+    args = ["--input", str(series), "--output", str(tmp_path), "--photons", "5000", "--full-dose-photons", "2e4",
+            "--electronic-noise", "0", "--seed", "4", "--workers", "1"]
+    assert run_cli(script.main, args) == 0
+    record = json.loads((tmp_path / "SIM001" / RECORD_NAME).read_text())
+    assert (record["dose"], record["photons"], record["electronic_noise"], record["seed"]) == (0.25, 2e4, 0.0, 4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dose", "1.5"], "error: dose=1.5: must be a fraction of the normal dose in (0, 1]"),
+        (["--photons", "2e5"], "error: --photons 200000: must be in (0, --full-dose-photons 100000]"),
+        (["--patient", "a/b"], "error: patient='a/b': not a usable folder name"),
+    ],
+)
+def test_bad_arguments_print_one_line(script: ModuleType, series: Path, tmp_path: Path, extra: list[str],
+                                      message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--input", str(series), "--output", str(tmp_path / "out"), *extra]
+    assert run_cli(script.main, args) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1 and not captured.out
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_needs_overwrite(script: ModuleType, series: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--input", str(series), "--output", str(tmp_path), "--workers", "1"]
+    assert run_cli(script.main, args) == 0
+    capsys.readouterr()
+    assert run_cli(script.main, args) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "already exists" in err and err.count("\n") == 1
+    assert run_cli(script.main, [*args, "--overwrite"]) == 0
+
+
+def test_missing_input_prints_one_line(script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(script.main, ["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and err.count("\n") == 1
