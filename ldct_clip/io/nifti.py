@@ -5,6 +5,10 @@ SimpleITK reports geometry in DICOM patient coordinates (LPS) with index order (
 converted to :class:`~ldct_clip.io.volume.CTVolume`'s conventions: array (Z, Y, X), spacing (z, y, x),
 origin (x, y, z) and direction rows = unit vectors of the x, y and z index axes. Volumes are written as
 float32 so a write → read round trip is exact.
+
+ITK's NIfTI reader silently turns NaN voxels into 0, which would hide a broken volume inside plausible
+HU; floating-point files are therefore checked for non-finite voxels with nibabel, which reads them as
+stored, and refused when they hold any.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -49,6 +54,7 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
             f"{file}: holds a {image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} "
             "components per voxel; pass a single 3-D scalar CT volume"
         )
+    _check_finite(file)
     hu = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     sx, sy, sz = image.GetSpacing()
     return CTVolume(
@@ -96,6 +102,21 @@ def write_nifti(
         temp.unlink(missing_ok=True)
         raise
     return file
+
+
+def _check_finite(file: Path) -> None:
+    """Refuse a floating-point NIfTI file holding NaN or infinite voxels (see the module docstring)."""
+    image = nib.load(file)
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return  # integers cannot hold NaN
+    finite = np.isfinite(np.asanyarray(image.dataobj))
+    if finite.all():
+        return
+    slices = np.flatnonzero(~finite.reshape(-1, finite.shape[-1]).all(axis=0)) if finite.ndim == 3 else [0]
+    raise InputError(
+        f"{file}: {int((~finite).sum())} voxels are NaN or infinite (first in slice {int(slices[0])}); "
+        "fill or mask them (e.g. with -1024 HU, air) before using the volume"
+    )
 
 
 def _check_suffix(file: Path) -> None:

@@ -108,6 +108,25 @@ def test_bad_inputs(tmp_path: Path) -> None:
 # --- CTVolume validation (shared by all readers) ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_voxels_are_refused_not_read_as_zero(tmp_path: Path, name: str, bad: float) -> None:
+    """ITK's reader alone turns NaN into 0 HU; the file must be refused instead."""
+    hu = np.zeros((4, 6, 5), np.float32)
+    hu[2, 3, 1] = bad
+    file = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(file))
+    with pytest.raises(InputError, match=rf"{name}: 1 voxels are NaN or infinite \(first in slice 2\)"):
+        read_nifti(file)
+
+
+def test_integer_nifti_reads_as_hu(tmp_path: Path) -> None:
+    hu = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5) - 1024
+    file = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(file))
+    np.testing.assert_array_equal(read_nifti(file).hu, hu.astype(np.float32))
+
+
 def test_volume_validation() -> None:
     hu = np.zeros((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="3-D"):
