@@ -98,7 +98,7 @@ def get_split(
         available_patients: patients found in the data (e.g. ``manifest.patients``). ``None`` assumes all
             ten Mayo patients. Missing test patients are an error (the test set would silently change);
             missing training patients are logged and dropped. ``loo-<patient>`` also accepts any
-            available patient outside the Mayo list.
+            available patient outside the Mayo list; then the other available patients train.
         validation: training patients to hold out for validation instead.
 
     >>> get_split("clipdenoising").test
@@ -122,7 +122,10 @@ def get_split(
             f"split {name!r}: test patient(s) {', '.join(missing_test)} not in the data "
             f"(found {', '.join(available)}); add them to the data root or choose another preset"
         )
-    base = MAYO_PATIENTS if name in PRESETS else known
+    if name in PRESETS:
+        base = MAYO_PATIENTS
+    else:  # leave-one-out: every other patient trains; Mayo ones are expected only when testing a Mayo patient
+        base = known if test[0] in MAYO_PATIENTS else available
     preset_train = tuple(patient for patient in base if patient not in test)
     train = tuple(patient for patient in preset_train if patient in available)
     missing_train = [patient for patient in preset_train if patient not in available]

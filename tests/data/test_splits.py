@@ -90,6 +90,13 @@ def test_empty_train_or_data_is_an_error() -> None:
         get_split("clipdenoising", available_patients=[])
 
 
-def test_leave_one_out_of_non_mayo_patients() -> None:
+def test_leave_one_out_of_non_mayo_patients(caplog: pytest.LogCaptureFixture) -> None:
     split = get_split("loo-P2", available_patients=["P1", "P2", "P3"])
     assert split.test == ("P2",) and split.train == ("P1", "P3")
+    assert not caplog.records  # own data: no warning about absent Mayo patients
+
+
+def test_leave_one_mayo_patient_out_warns_about_absent_mayo_patients(caplog: pytest.LogCaptureFixture) -> None:
+    split = get_split("loo-L067", available_patients=["L067", "L096", "P1"])
+    assert split.train == ("L096", "P1")
+    assert "L109" in caplog.text and "not in the data" in caplog.text
