@@ -23,7 +23,6 @@ import os
 import shutil
 import textwrap
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from scipy import ndimage
 
 from ldct_clip.data.hu import WINDOWS
 from ldct_clip.data.mayo import Manifest
+from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.evaluation import MANIFEST_CACHE, EvaluationResult, MetricSummary, published_rows
 from ldct_clip.metrics import MetricPreset
@@ -94,7 +94,7 @@ def write_report(
     """
     target = check_output(output, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+    temp = partial_path(target)
     temp.mkdir()
     try:
         (temp / "figures").mkdir()
@@ -110,26 +110,11 @@ def write_report(
         if manifest is not None:
             manifest.save(temp / MANIFEST_CACHE)
         check_output(target, overwrite)
-        _move_into_place(temp, target)
+        move_into_place(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return target
-
-
-def _move_into_place(temp: Path, target: Path) -> None:
-    """Rename ``temp`` to ``target``; an existing target is moved aside first and deleted afterwards."""
-    if not target.exists():
-        os.rename(temp, target)
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    try:
-        os.rename(temp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old)
 
 
 # --- data files ---------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.io.volume import CTVolume
 
@@ -278,7 +278,7 @@ def write_dicom_series(
     target.parent.mkdir(parents=True, exist_ok=True)
 
     series_uid = generate_uid()
-    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+    temp = partial_path(target)
     temp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on the renamed output folder
     try:
         for index, header in enumerate(volume.slice_headers):
@@ -286,7 +286,7 @@ def write_dicom_series(
             # dcmwrite (unlike save_as) re-encodes datasets read as big endian
             pydicom.dcmwrite(temp / f"IM{index + 1:05d}.dcm", ds, enforce_file_format=True)
         _check_target(target, overwrite)
-        _move_into_place(temp, target)
+        move_into_place(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -662,21 +662,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise InputError(f"{target}: exists and is not a folder; choose another output folder")
     if target.exists() and not overwrite:
         raise InputError(f"{target}: output folder already exists; choose another one or pass overwrite=True")
-
-
-def _move_into_place(temp: Path, target: Path) -> None:
-    """Rename ``temp`` to ``target``; an existing target is moved away first and deleted afterwards."""
-    if not target.exists():
-        os.rename(temp, target)
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    try:
-        os.rename(temp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old)
 
 
 def _derived_slice(header: Dataset, hu: np.ndarray, series_uid: str, description: str, derivation: str) -> Dataset:

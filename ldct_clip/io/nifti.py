@@ -14,13 +14,13 @@ stored, and refused when they hold any.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from ldct_clip.atomic import partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.io.volume import CTVolume
 
@@ -94,7 +94,7 @@ def write_nifti(
     image.SetDirection(tuple(float(v) for v in volume.direction.T.ravel()))
     file.parent.mkdir(parents=True, exist_ok=True)
     suffix = next(s for s in _SUFFIXES if file.name.endswith(s))
-    temp = file.parent / f".{file.name}.{uuid.uuid4().hex[:8]}.partial{suffix}"
+    temp = partial_path(file, suffix)
     try:
         sitk.WriteImage(image, str(temp))
         os.replace(temp, file)
