@@ -69,7 +69,6 @@ import math
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -82,6 +81,7 @@ from pydicom.uid import CTImageStorage, generate_uid
 from skimage.transform import iradon, radon
 from tqdm import tqdm
 
+from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.io import CTVolume, read_nifti, read_series, write_dicom_series
 
@@ -480,6 +480,7 @@ def simulate_series(
     workers: int | None = None,
     n_angles: int | None = None,
     filter_name: str = DEFAULT_FILTER,
+    roundtrip_slices: int = ROUNDTRIP_SLICES,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -493,7 +494,8 @@ def simulate_series(
       SeriesDescription "[simulated 25% dose (ldct_clip, Poisson+Gaussian, I0=1e5)]" and a
       DerivationDescription with every setting and the projector's round-trip error;
     - :data:`RECORD_NAME`: the same settings and the round-trip error (RMS HU inside the field of view
-      over up to :data:`ROUNDTRIP_SLICES` evenly spaced slices) as JSON.
+      over up to ``roundtrip_slices`` evenly spaced slices, :data:`ROUNDTRIP_SLICES` by default; each costs
+      about as much as simulating a slice) as JSON.
 
     DICOM input keeps its headers (study, frame of reference, geometry, slope/intercept); NIfTI input gets
     :func:`ct_headers_for_volume`. Both series carry PatientID ``patient``, because the Mayo scan
@@ -514,6 +516,8 @@ def simulate_series(
     _check_dose(dose)
     _check_photons(photons, electronic_noise)
     _check_patient(patient)
+    if isinstance(roundtrip_slices, bool) or not isinstance(roundtrip_slices, int) or roundtrip_slices < 1:
+        raise InputError(f"roundtrip_slices={roundtrip_slices!r}: must be a positive integer")
     source = Path(input_path)
     root = Path(output_root)
     patient_dir = root / patient
@@ -538,7 +542,7 @@ def simulate_series(
 
     geometry = _geometry(volume.hu, _check_angles(n_angles), _check_filter(filter_name))
     pool_size = _check_workers(workers)
-    sample = np.unique(np.linspace(0, volume.shape[0] - 1, ROUNDTRIP_SLICES).round().astype(int))
+    sample = np.unique(np.linspace(0, volume.shape[0] - 1, roundtrip_slices).round().astype(int))
     roundtrip = _roundtrip_rms(volume.hu[sample], geometry, pool_size, progress)
     low = simulate_low_dose(volume.hu, spacing_x, dose, photons, electronic_noise, seed, pool_size, progress,
                             n_angles=len(geometry.theta), filter_name=filter_name)
@@ -568,7 +572,7 @@ def simulate_series(
     reduced = _with_patient(volume, headers, patient, keep_description=False)
 
     root.mkdir(parents=True, exist_ok=True)
-    stage = root / f".{patient}.{uuid.uuid4().hex[:8]}.partial"
+    stage = partial_path(root / patient)
     stage.mkdir()
     try:
         write_dicom_series(full, volume.hu, stage / FULL_DOSE_FOLDER, description="normal dose",
@@ -577,7 +581,7 @@ def simulate_series(
         (stage / RECORD_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         patient_dir.mkdir(exist_ok=True)
         for target in targets:
-            _replace(stage / target.name, target)
+            move_into_place(stage / target.name, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return patient_dir
@@ -603,20 +607,6 @@ def _with_patient(volume: CTVolume, headers: list[Dataset], patient: str, keep_d
             ds.SeriesDescription = ""
         copies.append(ds)
     return CTVolume(volume.hu, volume.spacing, volume.origin, volume.direction, copies, volume.source)
-
-
-def _replace(source: Path, target: Path) -> None:
-    """Rename ``source`` (file or folder) to ``target``, replacing an existing ``target``."""
-    if not target.exists():
-        os.rename(source, target)
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    os.rename(source, target)
-    if old.is_dir():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
 
 
 def _compact(value: float) -> str:

@@ -16,9 +16,22 @@ def _readme_commands() -> list[str]:
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     commands = _readme_commands()
-    assert len(commands) == 2 and "ldct_clip.selfcheck" in commands[0] and "pytest" in commands[1]
+    assert len(commands) == 2 and commands[0].endswith("-m ldct_clip.demo") and "pytest" in commands[1]
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands[1] in ci_lines
+
+
+def test_every_command_has_a_console_script() -> None:
+    setup = (ROOT / "setup.cfg").read_text()
+    for command in ("train", "infer", "evaluate", "selfcheck", "demo"):
+        assert f"ldct-clip-{command} = ldct_clip.{command}:cli" in setup
+
+
+def test_demo_data_ships_with_the_install_not_only_with_dev() -> None:
+    """The README's first command installs without extras, and the demo reads pydicom-data offline."""
+    setup = (ROOT / "setup.cfg").read_text()
+    install_requires = setup.split("install_requires =")[1].split("[")[0]
+    assert "pydicom-data" in install_requires
 
 
 def test_selfcheck_runs_and_reports_random_weights_loudly() -> None:

@@ -257,8 +257,11 @@ def test_series_from_nifti_gets_minimal_ct_headers(tmp_path: Path) -> None:
     volume = CTVolume(hu, (2.0, 0.8, 0.8), (-10.0, 5.0, 40.0), direction, None, "ct.nii.gz")
     nifti = write_nifti(volume, volume.hu, tmp_path / "ct.nii.gz")
     before = nifti.read_bytes()
-    patient_dir = simulate_series(nifti, tmp_path / "mayo", patient="L999", dose=0.5, workers=1)
+    patient_dir = simulate_series(nifti, tmp_path / "mayo", patient="L999", dose=0.5, workers=1, roundtrip_slices=1)
     assert nifti.read_bytes() == before
+    record = json.loads((patient_dir / RECORD_NAME).read_text())
+    assert record["roundtrip_slices"] == [0]  # one slice asked for: the first
+    assert record["roundtrip_rms_hu"] == pytest.approx(project_roundtrip_error(hu[:1], workers=1), abs=1e-3)
     full = read_series(patient_dir / FULL_DOSE_FOLDER)
     low = read_series(patient_dir / LOW_DOSE_FOLDER)
     # read_series orders slices along the normal row x column = -z: the NIfTI's slice order reversed
@@ -290,6 +293,7 @@ def test_series_bad_input_raises_one_line(dicom_series: Path, tmp_path: Path) ->
         ({"output_root": dicom_series / "sim"}, "inside the input folder"),
         ({"dose": 0.0}, "dose=0.0"),
         ({"patient": "../x"}, "not a usable folder name"),
+        ({"roundtrip_slices": 0}, "roundtrip_slices=0: must be a positive integer"),
     ]
     rectangular = CTVolume(np.zeros((1, 8, 8), np.float32), (1.0, 0.5, 0.7), (0, 0, 0), np.eye(3), None, "x")
     cases.append(({"input_path": write_nifti(rectangular, rectangular.hu, tmp_path / "rect.nii")}, "not square"))
