@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from ldct_clip.errors import InputError
+from ldct_clip.metrics import PRESETS
 
 DATA_KINDS = ("mayo", "image_folder", "paired_folder")
 
@@ -40,6 +41,11 @@ class DataConfig:
     ``kind`` is ``mayo`` (AAPM-Mayo layout tree or manifest, split by patient), ``image_folder`` (clean
     images, noise added online) or ``paired_folder`` (``clean/`` and ``noisy/`` folders matched by name).
     ``noise_sigma`` is in 1/255 units of the model scale, as in the paper (5 for LDCT, about 80 HU).
+
+    Validation (``mayo``): on ``validation_patients``, training patients of the split held out for it;
+    when empty, on the split's test patients, as the released code does. Then ``best.safetensors`` is
+    chosen on the test set and its test numbers are optimistic: report ``last.safetensors`` or hold out
+    validation patients. ``val_max_slices`` scores that many slices spread evenly along the patients.
     """
 
     kind: Literal["mayo", "image_folder", "paired_folder"] = "mayo"
@@ -52,6 +58,7 @@ class DataConfig:
     cache: bool = False
     workers: int = 2
     val_max_slices: int | None = None
+    validation_patients: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,7 +97,7 @@ class TrainConfig:
     checkpoint_every: int = 2_000
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
-    metric_preset: str = "clipdenoising"
+    metric_preset: str | None = None
     max_minutes: float | None = None
 
 
@@ -106,6 +113,8 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.train.metric_preset is None:  # the paper's recipe for the model's kind of image
+            self.train.metric_preset = "natural" if self.model.in_channels == 3 else "clipdenoising"
         checks = [
             (self.model.in_channels in (1, 3), "model.in_channels must be 1 (CT) or 3 (RGB)"),
             (self.model.pfa_gamma >= 0, "model.pfa_gamma must be >= 0"),
@@ -113,6 +122,15 @@ class ExperimentConfig:
              "data.patch_size must be a multiple of 32 (>= 32)"),
             (self.data.noise_sigma >= 0, "data.noise_sigma must be >= 0"),
             (self.data.workers >= 0, "data.workers must be >= 0"),
+            (self.data.val_max_slices is None or self.data.val_max_slices >= 1,
+             "data.val_max_slices must be >= 1 (or null for all)"),
+            (self.train.metric_preset in PRESETS,
+             f"train.metric_preset must be one of {', '.join(PRESETS)}, got {self.train.metric_preset!r}"),
+            ((self.train.metric_preset == "natural") == (self.model.in_channels == 3),
+             "train.metric_preset must be 'natural' for RGB models (in_channels 3) and a CT preset "
+             "(clipdenoising, redcnn, noise2sim) for CT models (in_channels 1)"),
+            (not self.data.validation_patients or self.data.kind == "mayo",
+             "data.validation_patients applies to data.kind mayo only; use data.val_root for image folders"),
             (self.optim.lr > 0 and self.optim.grad_clip > 0, "optim.lr and optim.grad_clip must be > 0"),
             (self.schedule.iterations > 0, "schedule.iterations must be > 0"),
             (0 <= self.schedule.flat_iterations < self.schedule.iterations,
@@ -231,6 +249,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value not in args:
             raise InputError(f"config key '{key}' must be one of {list(args)}, got {value!r}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"config key '{key}' must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise InputError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")

@@ -55,7 +55,7 @@ from ldct_clip.models.denoiser import CLIPDenoiser
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM
 from ldct_clip.report import write_report
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
-from ldct_clip.training import BEST, CHECKPOINT_DIR, Trainer
+from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
 
 __all__ = ["DEFAULT_MINUTES", "DEMO_PATIENTS", "DemoResult", "build_demo_data", "demo_config", "run_demo"]
 
@@ -243,7 +243,7 @@ def run_demo(
     _say(f"[2/4] training for at most {minutes:g} minute(s) on patient {TRAIN_PATIENT}")
     run_dir = folder / "run"
     Trainer(demo_config(data_root, minutes, weights, iterations, device), run_dir).run()
-    checkpoint = run_dir / CHECKPOINT_DIR / BEST
+    checkpoint = run_dir / CHECKPOINT_DIR / LAST  # "best" is chosen on DEMO02, the test patient itself
 
     _say(f"[3/4] denoising {TEST_PATIENT}'s low-dose series")
     denoised = folder / "denoised" / TEST_PATIENT

@@ -57,8 +57,9 @@ def _new_run_dir(config: ExperimentConfig, output_dir: Path | None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.resume is not None:
-        if args.config is not None:
-            raise InputError("--resume takes the config saved in the run folder; drop --config")
+        if args.config is not None or args.overrides:
+            raise InputError("--resume continues with the config saved in the run folder (only --data-root may change, "
+                             "if the data moved); drop --config/--set, or start a new run to change settings")
         run_dir = args.resume
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
             raise InputError(f"{run_dir}: no {CHECKPOINT_DIR}/{LAST} to resume from; pass a run folder made by ldct-clip-train")

@@ -131,14 +131,16 @@ def validate(model: CLIPDenoiser, pairs: Dataset, preset: str, device: torch.dev
     """Mean PSNR/SSIM of the model over validation pairs under a metric preset (eval mode, no grad).
 
     CT pairs are scored in HU; RGB pairs (preset ``natural``) at peak 255 on the clamped output.
+    ``max_items`` pairs are taken evenly spread over all of them (first and last included).
     """
     was_training = model.training
     model.eval()
     psnrs, ssims = [], []
     count = len(pairs) if max_items is None else min(max_items, len(pairs))
+    indices = np.unique(np.round(np.linspace(0, len(pairs) - 1, count)).astype(int))  # spread along z
     with torch.inference_mode():
-        for i in range(count):
-            item = pairs[i]
+        for i in indices:
+            item = pairs[int(i)]
             low = item["low"][None].to(device)
             pred = model(low).float().cpu().numpy()[0]
             full = item["full"].numpy()

@@ -78,12 +78,17 @@ def build_training_data(config: ExperimentConfig, run_dir: Path) -> TrainingData
         if channels != 1:
             raise InputError(f"data.kind=mayo is CT (1 channel) but model.in_channels={channels}; set it to 1")
         manifest = load_manifest(d.root, run_dir)
-        split = get_split(d.split, available_patients=manifest.patients)
+        split = get_split(d.split, available_patients=manifest.patients, validation=d.validation_patients)
         train = TrainingPatches(manifest, split.train, patch_size=d.patch_size, sigma=sigma,
                                 thickness=d.thickness_mm, cache=d.cache, seed=config.train.seed)
-        validation = EvaluationPairs(manifest, split.test, thickness=d.thickness_mm, cache=d.cache)
+        held_out = split.validation or split.test  # the released code validates on the test patient
+        if not split.validation:
+            logger.warning("validating on the split's test patient(s) %s, as the released code does: best.safetensors "
+                           "is then chosen on the test set; set data.validation_patients to hold out training "
+                           "patients instead", ", ".join(split.test))
+        validation = EvaluationPairs(manifest, held_out, thickness=d.thickness_mm, cache=d.cache)
         info = {"kind": "mayo", "name": split.name, "train": list(split.train), "test": list(split.test),
-                "root": str(manifest.root)}
+                "validation": list(held_out), "root": str(manifest.root)}
         return TrainingData(train, train.patient_balanced_weights(), validation, 1, info)
     if d.val_root is None:
         raise InputError(f"data.kind={d.kind} needs data.val_root: a folder of validation images")

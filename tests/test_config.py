@@ -92,3 +92,24 @@ def test_broken_yaml_files(tmp_path: Path) -> None:
 
 def test_defaults_are_the_ldct_recipe() -> None:
     assert ExperimentConfig().to_dict()["optim"]["betas"] == [0.9, 0.999]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"data": {"val_max_slices": 0}}, "data.val_max_slices must be >= 1"),
+        ({"train": {"metric_preset": "psnr"}}, "train.metric_preset must be one of clipdenoising"),
+        ({"train": {"metric_preset": "natural"}}, "must be 'natural' for RGB models"),
+        ({"data": {"kind": "image_folder", "validation_patients": ["L067"]}}, "applies to data.kind mayo only"),
+        ({"data": {"validation_patients": "L067"}}, "'data.validation_patients' must be a list"),
+    ],
+)
+def test_settings_that_would_fail_late_are_refused_at_load(changes: dict, message: str) -> None:
+    """A bad preset would otherwise surface only at the first validation, thousands of steps in."""
+    with pytest.raises(InputError, match=message):
+        config_from_dict(changes)
+
+
+def test_validation_patients_is_a_list_of_ids() -> None:
+    config = config_from_dict({"data": {"validation_patients": ["L067", "L096"]}})
+    assert config.data.validation_patients == ("L067", "L096")

@@ -166,6 +166,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, images: dict[str, Path], capsys
          "data root not found"),
         (("--config", smoke, "--set", "model.pfa_gama=1"), "did you mean 'model.pfa_gamma'"),
         (("--resume", str(tmp_path)), "no checkpoints/last.safetensors to resume from"),
+        (("--resume", str(tmp_path), "--set", "optim.lr=1e-3"), "drop --config/--set, or start a new run"),
+        (("--config", smoke, "--set", "train.metric_preset=clipdenoisng"), "train.metric_preset must be one of"),
         (("--config", str(ROOT / "configs" / "natural_gaussian_sigma15_smoke.yaml"), "--data-root",
           str(images["train"]), "--output-dir", str(tmp_path / "c")), "needs data.val_root"),
     ]
@@ -226,14 +228,18 @@ def test_ldct_config_trains_on_a_mayo_tree(mayo_root: Path, tmp_path: Path) -> N
     assert (run_dir / "manifest.csv").is_file()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["split"]["train"] == ["L067", "L096"] and info["split"]["test"] == ["L506"]
+    assert info["split"]["validation"] == ["L506"]  # the released code's choice, warned about
     val = [r for r in _records(run_dir) if "val_psnr" in r]
     assert val and val[-1]["val_items"] == 2 and np.isfinite(val[-1]["val_psnr"])
     assert load_checkpoint(run_dir / "checkpoints" / "best.safetensors").in_channels == 1
     # the cached manifest is reused, and a manifest file works as --data-root too
+    # ... and a training patient held out for validation keeps the test patient out of checkpoint selection
     again = train_main(["--config", str(ROOT / "configs" / "ldct_mayo_sigma5_smoke.yaml"), "--data-root",
                         str(run_dir / "manifest.csv"), "--output-dir", str(tmp_path / "again"),
-                        *[a for kv in FAST for a in ("--set", kv)]])
+                        "--set", "data.validation_patients=[L096]", *[a for kv in FAST for a in ("--set", kv)]])
     assert again == 0
+    split = json.loads((tmp_path / "again" / "run.json").read_text())["split"]
+    assert (split["train"], split["validation"], split["test"]) == (["L067"], ["L096"], ["L506"])
 
 
 def test_split_without_its_test_patient_is_one_line(mayo_root: Path, tmp_path: Path) -> None:
