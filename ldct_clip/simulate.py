@@ -3,8 +3,8 @@
 Method (noise insertion in the projection domain, after Yu et al. 2012 and Zeng et al. 2015), per slice:
 
 1. HU → linear attenuation μ = μ_water · (1 + HU/1000), clipped at 0 (nothing attenuates less than
-   vacuum), with μ_water = :data:`MU_WATER_PER_MM` = 0.0192 /mm. NIST XCOM (Hubbell & Seltzer, NIST
-   Standard Reference Database 126) lists water μ/ρ = 0.2059 cm²/g at 60 keV and 0.1837 cm²/g at 80 keV;
+   vacuum), with μ_water = :data:`MU_WATER_PER_MM` = 0.0192 /mm. the NIST X-ray mass attenuation
+   coefficient tables (Hubbell & Seltzer, NIST Standard Reference Database 126) lists water μ/ρ = 0.2059 cm²/g at 60 keV and 0.1837 cm²/g at 80 keV;
    log-log interpolation gives 0.0194 /mm at 70 keV and 0.0192 /mm at 72 keV, about the effective energy
    of a filtered 120 kVp beam. Pixel size comes from the volume's in-plane spacing.
 2. Forward projection: parallel-beam Radon transform (scikit-image ``radon``) over
@@ -101,13 +101,14 @@ __all__ = [
     "add_dose_reduction_noise",
     "ct_headers_for_volume",
     "default_views",
+    "dose_folders",
     "project_roundtrip_error",
     "simulate_low_dose",
     "simulate_series",
 ]
 
 MU_WATER_PER_MM = 0.0192
-"""Linear attenuation of water (1/mm) at about 70 keV, from NIST XCOM (see the module docstring)."""
+"""Linear attenuation of water (1/mm) at about 70 keV, from NIST SRD 126 (see the module docstring)."""
 DEFAULT_PHOTONS = 1e5
 """Incident photons per ray and view of the normal-dose scan."""
 DEFAULT_ELECTRONIC_NOISE = 10.0
@@ -125,9 +126,9 @@ VIEWS_PER_PIXEL = math.pi / 2
 ROUNDTRIP_SLICES = 8
 """Evenly spaced slices on which :func:`simulate_series` measures the projector's round-trip error."""
 FULL_DOSE_FOLDER = "full_1mm"
-"""Folder of the normal-dose copy in the AAPM-Mayo layout ``<root>/<patient>/``."""
+"""Folder of the normal-dose copy of a 1 mm series in the AAPM-Mayo layout ``<root>/<patient>/``."""
 LOW_DOSE_FOLDER = "quarter_1mm"
-"""Folder of the simulated reduced dose (the layout's "quarter" slot, whatever the dose)."""
+"""Folder of the simulated reduced dose of a 1 mm series (the layout's "quarter" slot, whatever the dose)."""
 RECORD_NAME = "simulation.json"
 """File in ``<root>/<patient>/`` recording the settings and the projector's round-trip error."""
 
@@ -488,19 +489,20 @@ def simulate_series(
 
     Reads a DICOM series folder or a NIfTI file and writes ``<output_root>/<patient>/``:
 
-    - :data:`FULL_DOSE_FOLDER` (``full_1mm``): the normal dose rewritten as a DICOM series (new series and
+    - ``full_<spacing>mm`` (:func:`dose_folders`; :data:`FULL_DOSE_FOLDER` for 1 mm): the normal dose rewritten as a DICOM series (new series and
       SOP instance UIDs, same geometry, SeriesDescription "<original> [normal dose]");
-    - :data:`LOW_DOSE_FOLDER` (``quarter_1mm``, whatever the dose): :func:`simulate_low_dose` of it,
+    - ``quarter_<spacing>mm`` (:data:`LOW_DOSE_FOLDER` for 1 mm, whatever the dose): :func:`simulate_low_dose` of it,
       SeriesDescription "[simulated 25% dose (ldct_clip, Poisson+Gaussian, I0=1e5)]" and a
       DerivationDescription with every setting and the projector's round-trip error;
     - :data:`RECORD_NAME`: the same settings and the round-trip error (RMS HU inside the field of view
       over up to ``roundtrip_slices`` evenly spaced slices, :data:`ROUNDTRIP_SLICES` by default; each costs
       about as much as simulating a slice) as JSON.
 
-    DICOM input keeps its headers (study, frame of reference, geometry, slope/intercept); NIfTI input gets
-    :func:`ct_headers_for_volume`. Both series carry PatientID ``patient``, because the Mayo scan
-    (:func:`ldct_clip.data.mayo.scan_mayo`) files a folder that is not named ``L###`` under its PatientID:
-    two simulations from one source then stay apart. Slices of the two series share positions, so the
+    DICOM input keeps its headers (geometry, slope/intercept, acquisition tags); NIfTI input gets
+    :func:`ct_headers_for_volume`. Both series carry PatientID and PatientName ``patient``, because the Mayo
+    scan (:func:`ldct_clip.data.mayo.scan_mayo`) files a folder that is not named ``L###`` under its
+    PatientID, and share a new StudyInstanceUID and FrameOfReferenceUID: two simulations from one source
+    then stay apart, and no study UID ever appears under two patient IDs (which a PACS would reject). Slices of the two series share positions, so the
     scan pairs them. Stored values are rounded and clipped to the source's stored range like any DICOM
     output (with unsigned storage and intercept −1024, noise in air below −1024 HU is clipped, as on a
     scanner). Everything is written into a hidden staging folder in ``output_root`` and renamed into place
@@ -525,14 +527,15 @@ def simulate_series(
         raise InputError(f"{output_root}: exists and is not a folder; pass a folder for the Mayo layout")
     if source.is_dir() and root.resolve().is_relative_to(source.resolve()):
         raise InputError(f"{output_root}: inside the input folder {source}; write the simulation elsewhere")
-    targets = [patient_dir / FULL_DOSE_FOLDER, patient_dir / LOW_DOSE_FOLDER, patient_dir / RECORD_NAME]
+    volume = _read_volume(source)
+    full_folder, low_folder = dose_folders(volume.spacing[0])
+    targets = [patient_dir / full_folder, patient_dir / low_folder, patient_dir / RECORD_NAME]
     for target in targets:
         if target.exists() and not overwrite:
             raise InputError(
                 f"{target}: already exists; choose another output root or patient, or pass overwrite=True "
                 "(--overwrite)"
             )
-    volume = _read_volume(source)
     spacing_y, spacing_x = volume.spacing[1:]
     if not math.isclose(spacing_y, spacing_x, rel_tol=1e-3):
         raise InputError(
@@ -560,6 +563,8 @@ def simulate_series(
         "pixel_mm": spacing_x,
         "roundtrip_rms_hu": round(roundtrip, 3),
         "roundtrip_slices": [int(z) for z in sample],
+        "full_dose_folder": full_folder,
+        "low_dose_folder": low_folder,
     }
     description = f"simulated {dose * 100:g}% dose (ldct_clip, Poisson+Gaussian, I0={_compact(photons)})"
     derivation = (
@@ -568,16 +573,17 @@ def simulate_series(
         f"{filter_name} FBP of the noise only; projector round trip {roundtrip:.1f} HU RMS (not in the image)"
     )
     headers = volume.slice_headers or ct_headers_for_volume(volume, patient)
-    full = _with_patient(volume, headers, patient, keep_description=True)
-    reduced = _with_patient(volume, headers, patient, keep_description=False)
+    study, frame = generate_uid(), generate_uid()  # one new study per simulated patient, shared by both doses
+    full = _with_patient(volume, headers, patient, study, frame, keep_description=True)
+    reduced = _with_patient(volume, headers, patient, study, frame, keep_description=False)
 
     root.mkdir(parents=True, exist_ok=True)
     stage = partial_path(root / patient)
     stage.mkdir()
     try:
-        write_dicom_series(full, volume.hu, stage / FULL_DOSE_FOLDER, description="normal dose",
+        write_dicom_series(full, volume.hu, stage / full_folder, description="normal dose",
                            derivation="Normal-dose source rewritten unchanged by ldct_clip.simulate (new UIDs)")
-        write_dicom_series(reduced, low, stage / LOW_DOSE_FOLDER, description=description, derivation=derivation)
+        write_dicom_series(reduced, low, stage / low_folder, description=description, derivation=derivation)
         (stage / RECORD_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         patient_dir.mkdir(exist_ok=True)
         for target in targets:
@@ -585,6 +591,18 @@ def simulate_series(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return patient_dir
+
+
+def dose_folders(slice_spacing_mm: float) -> tuple[str, str]:
+    """``(full, quarter)`` folder names for a series ``slice_spacing_mm`` apart, as the Mayo scan reads them.
+
+    The scan takes the slice thickness from the folder name, so a 5 mm series must not be filed as 1 mm.
+
+    >>> dose_folders(1.0), dose_folders(0.625)
+    (('full_1mm', 'quarter_1mm'), ('full_0.62mm', 'quarter_0.62mm'))
+    """
+    thickness = f"{round(slice_spacing_mm, 2):g}mm"
+    return f"full_{thickness}", f"quarter_{thickness}"
 
 
 def _read_volume(source: Path) -> CTVolume:
@@ -597,12 +615,17 @@ def _read_volume(source: Path) -> CTVolume:
     raise InputError(f"{source}: neither a folder nor a .nii/.nii.gz file; pass a DICOM series folder or NIfTI")
 
 
-def _with_patient(volume: CTVolume, headers: list[Dataset], patient: str, keep_description: bool) -> CTVolume:
-    """``volume`` with copies of ``headers`` carrying PatientID ``patient``, with or without SeriesDescription."""
+def _with_patient(volume: CTVolume, headers: list[Dataset], patient: str, study: str, frame: str,
+                  keep_description: bool) -> CTVolume:
+    """``volume`` with copies of ``headers`` filed under patient ``patient`` in study ``study`` and frame of
+    reference ``frame``, with or without the source's SeriesDescription."""
     copies = []
     for header in headers:
         ds = copy.deepcopy(header)
         ds.PatientID = patient
+        ds.PatientName = patient
+        ds.StudyInstanceUID = study
+        ds.FrameOfReferenceUID = frame
         if not keep_description:
             ds.SeriesDescription = ""
         copies.append(ds)

@@ -2,10 +2,11 @@
 
     python pipelines/simulate_low_dose.py --input SERIES_DIR_OR_NIFTI --output ROOT [--patient SIM001]
         [--dose 0.25 | --photons N] [--full-dose-photons 1e5] [--electronic-noise 10] [--seed 0]
-        [--workers N] [--overwrite]
+        [--filter ramp] [--views N] [--roundtrip-slices 8] [--workers N] [--overwrite]
 
-Writes ROOT/<patient>/full_1mm (the normal dose as a DICOM series) and ROOT/<patient>/quarter_1mm (the
-simulated dose) plus ROOT/<patient>/simulation.json, then prints where it wrote and the projector's
+Writes ROOT/<patient>/full_<T>mm (the normal dose as a DICOM series) and ROOT/<patient>/quarter_<T>mm (the
+simulated dose), T being the series' slice spacing (full_1mm and quarter_1mm for AAPM-Mayo-like 1 mm data),
+plus ROOT/<patient>/simulation.json, then prints where it wrote and the projector's
 round-trip error. ``--photons N`` gives the reduced dose as incident photons per ray (dose =
 N / --full-dose-photons). The method is documented in ``ldct_clip.simulate``. Bad input prints one line
 on stderr and exits with status 2.
@@ -22,10 +23,11 @@ from ldct_clip.cli import run_cli
 from ldct_clip.errors import InputError
 from ldct_clip.simulate import (
     DEFAULT_ELECTRONIC_NOISE,
+    DEFAULT_FILTER,
     DEFAULT_PHOTONS,
-    FULL_DOSE_FOLDER,
-    LOW_DOSE_FOLDER,
+    FILTERS,
     RECORD_NAME,
+    ROUNDTRIP_SLICES,
     simulate_series,
 )
 
@@ -46,6 +48,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--electronic-noise", type=float, default=DEFAULT_ELECTRONIC_NOISE,
                         help=f"electronic noise std in counts (default {DEFAULT_ELECTRONIC_NOISE:g})")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--filter", default=DEFAULT_FILTER, choices=FILTERS,
+                        help=f"FBP filter of the added noise (default {DEFAULT_FILTER}: finest noise texture; "
+                             "hann or hamming for noise closer to soft clinical kernels)")
+    parser.add_argument("--views", type=int, help="projection views over 180 degrees (default: angular Nyquist, "
+                                                  "about 1.57 per pixel across the field of view)")
+    parser.add_argument("--roundtrip-slices", type=int, default=ROUNDTRIP_SLICES,
+                        help=f"slices on which the projector's round-trip error is measured (default "
+                             f"{ROUNDTRIP_SLICES}; each costs about as much as simulating a slice)")
     parser.add_argument("--workers", type=int, help="processes simulating slices in parallel (default: CPU cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders of this patient")
     return parser.parse_args(argv)
@@ -75,12 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         electronic_noise=args.electronic_noise,
         seed=args.seed,
         workers=args.workers,
+        n_angles=args.views,
+        filter_name=args.filter,
+        roundtrip_slices=args.roundtrip_slices,
         overwrite=args.overwrite,
         progress=True,
     )
     record = json.loads((patient_dir / RECORD_NAME).read_text(encoding="utf-8"))
-    print(f"normal dose: {patient_dir / FULL_DOSE_FOLDER}")
-    print(f"simulated {record['dose'] * 100:g}% dose: {patient_dir / LOW_DOSE_FOLDER}")
+    print(f"normal dose: {patient_dir / record['full_dose_folder']}")
+    print(f"simulated {record['dose'] * 100:g}% dose: {patient_dir / record['low_dose_folder']}")
     print(
         f"projector round-trip error: {record['roundtrip_rms_hu']:.1f} HU RMS inside the field of view "
         f"({record['views']} views, {record['filter']} filter; only the noise is reconstructed, so it is not "

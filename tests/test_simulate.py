@@ -22,6 +22,7 @@ from ldct_clip.simulate import (
     RECORD_NAME,
     add_dose_reduction_noise,
     default_views,
+    dose_folders,
     project_roundtrip_error,
     simulate_low_dose,
     simulate_series,
@@ -235,18 +236,21 @@ def test_series_from_dicom_writes_a_mayo_pair(dicom_series: Path, tmp_path: Path
     assert "normal dose" in first_full.SeriesDescription
     assert "round trip" in first_low.DerivationDescription and first_low.ImageType[0] == "DERIVED"
     assert len({first_low.SeriesInstanceUID, first_full.SeriesInstanceUID, original.SeriesInstanceUID}) == 3
-    assert first_low.StudyInstanceUID == first_full.StudyInstanceUID == original.StudyInstanceUID
-    assert first_low.FrameOfReferenceUID == original.FrameOfReferenceUID
-    assert first_low.PatientID == first_full.PatientID == "SIM001"
+    # one new study and frame of reference for the simulated patient, shared by both doses
+    assert first_low.StudyInstanceUID == first_full.StudyInstanceUID != original.StudyInstanceUID
+    assert first_low.FrameOfReferenceUID == first_full.FrameOfReferenceUID != original.FrameOfReferenceUID
+    assert first_low.PatientID == first_full.PatientID == first_low.PatientName == "SIM001"
+    other = simulate_series(dicom_series, tmp_path / "out", patient="SIM002", workers=1, roundtrip_slices=1)
+    assert pydicom.dcmread(next((other / FULL_DOSE_FOLDER).iterdir())).StudyInstanceUID != first_full.StudyInstanceUID
 
     record = json.loads((patient_dir / RECORD_NAME).read_text())
     assert record["dose"] == 0.25 and record["seed"] == 3 and record["views"] == default_views(64) == 101
     assert record["roundtrip_rms_hu"] == pytest.approx(project_roundtrip_error(source.hu, workers=1), abs=1e-3)
 
     manifest = scan_mayo(tmp_path / "out", workers=2)
-    assert manifest.patients == ("SIM001",) and not manifest.skipped
+    assert manifest.patients == ("SIM001", "SIM002") and not manifest.skipped
     pairs = manifest.pairs()
-    assert len(pairs) == 3 and all(q.z == f.z for q, f in pairs)
+    assert len(pairs) == 6 and all(q.z == f.z and q.patient == f.patient for q, f in pairs)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
@@ -259,17 +263,18 @@ def test_series_from_nifti_gets_minimal_ct_headers(tmp_path: Path) -> None:
     before = nifti.read_bytes()
     patient_dir = simulate_series(nifti, tmp_path / "mayo", patient="L999", dose=0.5, workers=1, roundtrip_slices=1)
     assert nifti.read_bytes() == before
+    assert dose_folders(2.0) == ("full_2mm", "quarter_2mm")  # 2 mm apart: filed as 2 mm
     record = json.loads((patient_dir / RECORD_NAME).read_text())
     assert record["roundtrip_slices"] == [0]  # one slice asked for: the first
     assert record["roundtrip_rms_hu"] == pytest.approx(project_roundtrip_error(hu[:1], workers=1), abs=1e-3)
-    full = read_series(patient_dir / FULL_DOSE_FOLDER)
-    low = read_series(patient_dir / LOW_DOSE_FOLDER)
+    full = read_series(patient_dir / "full_2mm")
+    low = read_series(patient_dir / "quarter_2mm")
     # read_series orders slices along the normal row x column = -z: the NIfTI's slice order reversed
     assert np.array_equal(full.hu, volume.hu[::-1])
     assert np.allclose(full.direction[:2], direction[:2]) and full.spacing == pytest.approx((2.0, 0.8, 0.8))
     assert np.allclose(full.origin, (-10.0, 5.0, 38.0))
     assert low.shape == full.shape and not np.array_equal(low.hu, full.hu)
-    header = pydicom.dcmread(next((patient_dir / LOW_DOSE_FOLDER).iterdir()))
+    header = pydicom.dcmread(next((patient_dir / "quarter_2mm").iterdir()))
     assert header.Modality == "CT" and header.PatientID == "L999" and "SourceImageSequence" not in header
     assert len(scan_mayo(tmp_path / "mayo", workers=2).pairs()) == 2
 

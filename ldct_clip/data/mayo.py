@@ -8,7 +8,9 @@ directory holding a token decides:
 - dose: ``full``/``fd``/``fulldose`` -> ``full``, ``quarter``/``qd``/``quarterdose`` -> ``quarter``;
   files in folders without a dose token are not read;
 - slice thickness: ``<number>mm`` (``1mm``, ``3mm``); fallback: the DICOM SliceThickness;
-- reconstruction kernel: a Siemens kernel code such as ``B30``, ``D45`` or ``B30f``; fallback: none.
+- reconstruction kernel: a Siemens kernel code such as ``B30``, ``D45`` or ``B30f`` beside a dose or
+  thickness token in the same directory name (``1mm B30``), so that patient folders such as ``P01`` are
+  not taken for kernels; fallback: none.
 
 So ``<root>/L067/full_1mm/*.IMA``, ``<root>/L067/1mm B30/QD_1mm/*.IMA`` and
 ``<root>/quarter/3mm/L096/*.dcm`` are all understood.
@@ -287,19 +289,24 @@ def folder_labels(relative_dir: Path) -> FolderLabels:
 
     >>> folder_labels(Path("L067/1mm B30/QD_1mm"))
     FolderLabels(patient='L067', dose='quarter', thickness_mm=1.0, kernel='B30')
+    >>> folder_labels(Path("P01/full_1mm")).kernel  # a patient folder, not a kernel
+    ''
     """
     patient = dose = thickness = None
     kernel = ""
     for part in relative_dir.parts:
+        kernels, labelled = [], False
         for token in _TOKEN_SPLIT.split(part):
             if PATIENT_PATTERN.fullmatch(token):
                 patient = token
             elif token.lower() in DOSE_TOKENS:
-                dose = DOSE_TOKENS[token.lower()]
+                dose, labelled = DOSE_TOKENS[token.lower()], True
             elif match := THICKNESS_PATTERN.fullmatch(token):
-                thickness = float(match.group(1))
+                thickness, labelled = float(match.group(1)), True
             elif KERNEL_PATTERN.fullmatch(token):
-                kernel = token
+                kernels.append(token)
+        if labelled and kernels:
+            kernel = kernels[-1]
     return FolderLabels(patient, dose, thickness, kernel)
 
 

@@ -51,6 +51,25 @@ def test_writes_mayo_pair_and_reports(script: ModuleType, series: Path, tmp_path
     assert manifest.patients == ("L900",) and len(manifest.pairs()) == 2
 
 
+def test_projector_options_and_folders_named_by_slice_spacing(script: ModuleType, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A 2.5 mm series is filed as 2.5 mm, so the Mayo scan does not mistake it for 1 mm data."""
+    y, x = np.mgrid[:48, :48]
+    hu = np.where(np.hypot(y - 23.5, x - 23.5) < 20, 40.0, -1000.0)
+    thick = tmp_path / "thick"
+    make_ct_series(thick, 3, 48, 48, hu=np.repeat(hu[None], 3, axis=0), spacing=(2.5, 0.7, 0.7))
+    out = tmp_path / "mayo"
+    args = ["--input", str(thick), "--output", str(out), "--filter", "hann", "--views", "60",
+            "--roundtrip-slices", "1", "--workers", "1"]
+    assert run_cli(script.main, args) == 0
+    record = json.loads((out / "SIM001" / RECORD_NAME).read_text())
+    assert (record["filter"], record["views"], record["roundtrip_slices"]) == ("hann", 60, [0])
+    assert sorted(p.name for p in (out / "SIM001").iterdir()) == ["full_2.5mm", "quarter_2.5mm", RECORD_NAME]
+    assert capsys.readouterr().out.splitlines()[0] == f"normal dose: {out / 'SIM001' / 'full_2.5mm'}"
+    manifest = scan_mayo(out, workers=1)
+    assert {row.thickness_mm for row in manifest.select()} == {2.5} and len(manifest.pairs()) == 3
+
+
 def test_photons_set_the_dose(script: ModuleType, series: Path, tmp_path: Path) -> None:
     args = ["--input", str(series), "--output", str(tmp_path), "--photons", "5000", "--full-dose-photons", "2e4",
             "--electronic-noise", "0", "--seed", "4", "--workers", "1"]
