@@ -39,7 +39,7 @@ from ldct_clip.evaluation import (
     pairs_from_series,
     resolve_baselines,
 )
-from ldct_clip.inference import PRECISIONS
+from ldct_clip.inference import BATCH_SIZES, PRECISIONS
 from ldct_clip.models.checkpoint import load_checkpoint
 from ldct_clip.report import check_output, write_report
 
@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="report folder to create (default <checkpoint name>_evaluation)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per forward pass (default 8)")
+    defaults = ", ".join(f"{n} on {device}" for device, n in BATCH_SIZES.items())
+    parser.add_argument("--batch-size", type=_positive_int, help=f"slices per forward pass (default: {defaults})")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision (default fp32)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--baselines", nargs="+", metavar="NAME",

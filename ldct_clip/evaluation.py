@@ -513,7 +513,7 @@ def evaluate(
     tv_weight: float = TV_WEIGHT,
     bm3d_sigma_hu: float = BM3D_SIGMA_HU,
     model_label: str = "CLIPDenoiser",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
     figure_slices: int = FIGURE_SLICES,
@@ -573,7 +573,7 @@ def evaluate(
     bin_centres = np.floor((np.arange(figure_slices) + 0.5) * n / max(figure_slices, 1)).astype(int)
     shown = set(bin_centres.tolist())
     figure_images: dict[int, dict[str, np.ndarray]] = {}
-    chunk_size = max(CHUNK_SLICES, batch_size)
+    chunk_size = max(CHUNK_SLICES, denoiser.batch_size)
 
     with tqdm(total=n, unit="slice", desc="evaluating", disable=not progress, dynamic_ncols=True) as bar:
         for _, indices in pairs.patient_runs():
@@ -627,7 +627,7 @@ def evaluate(
             "rois": "given" if rois is not None else "automatic",
             "roi_size": roi_size,
             "chunk_slices": chunk_size,
-            "batch_size": batch_size,
+            "batch_size": denoiser.batch_size,
             "device": str(denoiser.device),
             "precision": precision,
         },

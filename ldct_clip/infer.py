@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help=f"slices per forward pass (default: {defaults})")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 (default, full HU fidelity) or bf16 (about twice as fast on CPUs with "
-                             "AVX-512 BF16 and on GPUs, ~0.5%% relative error)")
+                        help="fp32 (default, full HU fidelity) or bf16 (bfloat16 autocast: about twice as fast on "
+                             "CPUs with AVX-512 BF16; its HU cost is measured by benchmarks/infer_throughput.py)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
 
