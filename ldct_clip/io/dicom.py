@@ -594,6 +594,14 @@ def _tag_name(keyword: str) -> str:
 
 
 def _missing(file: Path, keyword: str) -> None:
+    """Raise for a missing required tag, saying so when the file ends before any pixel data (truncated)."""
+    try:
+        has_pixels = "PixelData" in pydicom.dcmread(file, force=True)
+    except Exception:
+        has_pixels = False
+    if not has_pixels:
+        raise InputError(f"{file}: missing tag {_tag_name(keyword)} and no pixel data; the file is truncated or "
+                         "not an image; re-export the series or remove the file")
     raise InputError(f"{file}: missing tag {_tag_name(keyword)}; {_NOT_USABLE}")
 
 

@@ -254,6 +254,18 @@ def test_missing_required_tag(tmp_path: Path, keyword: str, shown: str) -> None:
         read_series(tmp_path)
 
 
+@pytest.mark.parametrize("keep", [0.25, 0.5, 0.999])
+def test_truncated_file_is_called_truncated(tmp_path: Path, keep: float) -> None:
+    files = make_ct_series(tmp_path)
+    data = files[2].read_bytes()
+    header_end = data.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data
+    cut = int(header_end * keep) if keep < 0.5 else header_end + int((len(data) - header_end) * keep)
+    files[2].write_bytes(data[:cut])
+    with pytest.raises(InputError, match=f"{files[2]}: .*truncated") as info:
+        read_series(tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def test_non_ct_refused_unless_allowed(tmp_path: Path) -> None:
     make_ct_series(tmp_path, modality="MR", series_description="T1")
     with pytest.raises(InputError, match="no CT series.*MR 'T1'.*allow_non_ct=True"):
