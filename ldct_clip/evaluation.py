@@ -103,7 +103,7 @@ CHUNK_SLICES = 16
 FIGURE_SLICES = 3
 """Slices shown side by side in the report by default."""
 MANIFEST_CACHE = "manifest.csv"
-"""File name of the scanned manifest kept in a report folder (reused on the next run)."""
+"""File name of the scanned manifest kept in a report folder (reused when a run overwrites that folder)."""
 PAIR_TOLERANCE_FRACTION = 0.1
 """Series slices pair when their positions differ by at most this × slice spacing."""
 
@@ -674,7 +674,7 @@ def _check_roi(roi: Sequence[int], pairs: PairedSlices) -> tuple[int, int, int, 
     if not 0 <= index < len(pairs):
         raise InputError(f"ROI {values}: slice index {index} is outside 0..{len(pairs) - 1} (the evaluated slices)")
     rows, columns = pairs.slices[index].shape
-    if h < 2 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > rows or x0 + w > columns:
+    if h < 1 or w < 1 or h * w < 2 or y0 < 0 or x0 < 0 or y0 + h > rows or x0 + w > columns:
         raise InputError(f"ROI {values}: box outside the {rows}x{columns} slice or smaller than 2 pixels")
     return index, y0, x0, h, w
 

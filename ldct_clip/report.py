@@ -3,7 +3,7 @@
 The folder holds ``report.md``, a self-contained ``report.html`` (figures embedded as base64 PNG),
 ``metrics.csv`` (one row per slice and method, one PSNR and SSIM column per preset), ``summary.json``,
 ``figures/*.png`` and, for AAPM-Mayo data, the ``manifest.csv`` that was evaluated (reused as a scan cache
-next time). The folder is built under a temporary name beside the target and renamed into place, so an
+by a later run with ``--overwrite`` into the same folder; pass it as ``--data-root`` to reuse it anywhere). The folder is built under a temporary name beside the target and renamed into place, so an
 interrupted run never leaves a partial report; an existing report is replaced only with ``overwrite``.
 
 Markdown and HTML are rendered from one list of blocks, so the two always say the same. Every PSNR/SSIM

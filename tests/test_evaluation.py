@@ -183,9 +183,13 @@ def test_bad_arguments_are_one_line_errors(model: CLIPDenoiser) -> None:
         resolve_baselines(["nlm"])
     pairs = _constant_pairs(5.0)
     for kwargs, message in (({"rois": [(2, 0, 0, 4, 4)]}, "outside 0..1"), ({"rois": [(0, 30, 0, 4, 4)]}, "outside"),
+                            ({"rois": [(0, 3, 3, 1, 1)]}, "smaller than 2 pixels"),
                             ({"tv_weight": 0.0}, "tv_weight"), ({"roi_size": 40}, "roi_size")):
         with pytest.raises(InputError, match=message):
             evaluate(model, pairs, baselines=(), device="cpu", **kwargs)
+    for roi in ((0, 3, 3, 1, 2), (0, 3, 3, 2, 1)):  # a one-pixel-wide line of two is enough for a noise SD
+        result = evaluate(model, pairs, baselines=(), rois=[roi], device="cpu")
+        assert [r.roi for r in result.rois] == [roi, roi]  # model and low-dose input
 
 
 def test_tv_removes_noise_and_keeps_the_mean_hu() -> None:
