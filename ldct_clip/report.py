@@ -3,8 +3,9 @@
 The folder holds ``report.md``, a self-contained ``report.html`` (figures embedded as base64 PNG),
 ``metrics.csv`` (one row per slice and method, one PSNR and SSIM column per preset), ``summary.json``,
 ``figures/*.png`` and, for AAPM-Mayo data, the ``manifest.csv`` that was evaluated (reused as a scan cache
-by a later run with ``--overwrite`` into the same folder; pass it as ``--data-root`` to reuse it anywhere). The folder is built under a temporary name beside the target and renamed into place, so an
-interrupted run never leaves a partial report; an existing report is replaced only with ``overwrite``.
+by a later run with ``--overwrite`` into the same folder; pass it as ``--data-root`` to reuse it anywhere).
+The folder is built under a temporary name beside the target and renamed into place, so an interrupted run
+never leaves a partial report; an existing report is replaced only with ``overwrite``.
 
 Markdown and HTML are rendered from one list of blocks, so the two always say the same. Every PSNR/SSIM
 table is headed by its preset, window, data_range and slice count; published rows appear only under the
