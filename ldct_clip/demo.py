@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import resize
 
+from ldct_clip.atomic import partial_path
 from ldct_clip.cli import run_cli
 from ldct_clip.config import ExperimentConfig, config_from_dict
 from ldct_clip.data.hu import HU_MAX, HU_MIN
 from ldct_clip.data.mayo import scan_mayo
 from ldct_clip.device import DEVICES
-from ldct_clip.atomic import partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest
 from ldct_clip.inference import denoise_series

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"TV weight on the (HU+1024)/4096 scale (default {TV_WEIGHT:g})")
     parser.add_argument("--bm3d-sigma", type=float, default=BM3D_SIGMA_HU,
                         help=f"BM3D noise standard deviation in HU (default {BM3D_SIGMA_HU:g})")
-    parser.add_argument("--max-slices", type=_positive_int, help="evaluate at most N slices, evenly spread (quick looks)")
+    parser.add_argument("--max-slices", type=_positive_int,
+                        help="evaluate at most N slices, evenly spread (quick looks)")
     parser.add_argument("--roi", action="append", metavar="Z,Y0,X0,H,W", default=None,
                         help="flat region for HU bias and noise, Z = index among the evaluated slices "
                              "(repeatable; default: found automatically)")

@@ -42,7 +42,6 @@ from ldct_clip.metrics import get_preset, score_slices
 from ldct_clip.models.checkpoint import load_checkpoint
 from ldct_clip.models.denoiser import SIZE_MULTIPLE, CLIPDenoiser
 
-
 REAL = "real"
 """The case of a paired folder's stored noisy images."""
 PRESET = "natural"

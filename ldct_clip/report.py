@@ -34,9 +34,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import ndimage
 
+from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.data.hu import WINDOWS
 from ldct_clip.data.mayo import Manifest
-from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.evaluation import MANIFEST_CACHE, EvaluationResult, MetricSummary, published_rows
 from ldct_clip.metrics import MetricPreset

@@ -3,10 +3,11 @@
 Method (noise insertion in the projection domain, after Yu et al. 2012 and Zeng et al. 2015), per slice:
 
 1. HU → linear attenuation μ = μ_water · (1 + HU/1000), clipped at 0 (nothing attenuates less than
-   vacuum), with μ_water = :data:`MU_WATER_PER_MM` = 0.0192 /mm. the NIST X-ray mass attenuation
-   coefficient tables (Hubbell & Seltzer, NIST Standard Reference Database 126) lists water μ/ρ = 0.2059 cm²/g at 60 keV and 0.1837 cm²/g at 80 keV;
-   log-log interpolation gives 0.0194 /mm at 70 keV and 0.0192 /mm at 72 keV, about the effective energy
-   of a filtered 120 kVp beam. Pixel size comes from the volume's in-plane spacing.
+   vacuum), with μ_water = :data:`MU_WATER_PER_MM` = 0.0192 /mm. The NIST X-ray mass attenuation
+   coefficient tables (Hubbell & Seltzer, NIST Standard Reference Database 126) list water μ/ρ =
+   0.2059 cm²/g at 60 keV and 0.1837 cm²/g at 80 keV; log-log interpolation gives 0.0194 /mm at 70 keV
+   and 0.0192 /mm at 72 keV, about the effective energy of a filtered 120 kVp beam. Pixel size comes from
+   the volume's in-plane spacing.
 2. Forward projection: parallel-beam Radon transform (scikit-image ``radon``) over
    ⌈π/2 · S⌉ views in [0°, 180°) (angular Nyquist sampling for an object S pixels across), one detector
    bin per pixel; line integrals p = radon(μ) · pixel size.
@@ -489,11 +490,13 @@ def simulate_series(
 
     Reads a DICOM series folder or a NIfTI file and writes ``<output_root>/<patient>/``:
 
-    - ``full_<spacing>mm`` (:func:`dose_folders`; :data:`FULL_DOSE_FOLDER` for 1 mm): the normal dose rewritten as a DICOM series (new series and
-      SOP instance UIDs, same geometry, SeriesDescription "<original> [normal dose]");
-    - ``quarter_<spacing>mm`` (:data:`LOW_DOSE_FOLDER` for 1 mm, whatever the dose): :func:`simulate_low_dose` of it,
-      SeriesDescription "[simulated 25% dose (ldct_clip, Poisson+Gaussian, I0=1e5)]" and a
-      DerivationDescription with every setting and the projector's round-trip error;
+    - ``full_<spacing>mm`` (:func:`dose_folders`; :data:`FULL_DOSE_FOLDER` for 1 mm): the normal dose
+      rewritten as a DICOM series (new series and SOP instance UIDs, same geometry, SeriesDescription
+      "<original> [normal dose]");
+    - ``quarter_<spacing>mm`` (:data:`LOW_DOSE_FOLDER` for 1 mm, whatever the dose):
+      :func:`simulate_low_dose` of it, SeriesDescription
+      "[simulated 25% dose (ldct_clip, Poisson+Gaussian, I0=1e5)]" and a DerivationDescription with
+      every setting and the projector's round-trip error;
     - :data:`RECORD_NAME`: the same settings and the round-trip error (RMS HU inside the field of view
       over up to ``roundtrip_slices`` evenly spaced slices, :data:`ROUNDTRIP_SLICES` by default; each costs
       about as much as simulating a slice) as JSON.
@@ -502,11 +505,11 @@ def simulate_series(
     :func:`ct_headers_for_volume`. Both series carry PatientID and PatientName ``patient``, because the Mayo
     scan (:func:`ldct_clip.data.mayo.scan_mayo`) files a folder that is not named ``L###`` under its
     PatientID, and share a new StudyInstanceUID and FrameOfReferenceUID: two simulations from one source
-    then stay apart, and no study UID ever appears under two patient IDs (which a PACS would reject). Slices of the two series share positions, so the
-    scan pairs them. Stored values are rounded and clipped to the source's stored range like any DICOM
-    output (with unsigned storage and intercept −1024, noise in air below −1024 HU is clipped, as on a
-    scanner). Everything is written into a hidden staging folder in ``output_root`` and renamed into place
-    once complete; the input is only read.
+    then stay apart, and no study UID ever appears under two patient IDs (which a PACS would reject).
+    Slices of the two series share positions, so the scan pairs them. Stored values are rounded and
+    clipped to the source's stored range like any DICOM output (with unsigned storage and intercept
+    −1024, noise in air below −1024 HU is clipped, as on a scanner). Everything is written into a hidden
+    staging folder in ``output_root`` and renamed into place once complete; the input is only read.
 
     Returns:
         The patient folder ``<output_root>/<patient>``.

@@ -50,7 +50,8 @@ def _new_run_dir(config: ExperimentConfig, output_dir: Path | None) -> Path:
             raise InputError("under torchrun pass --output-dir so that every process writes to the same run folder")
         output_dir = Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (output_dir / RUN_INFO).exists():
-        raise InputError(f"{output_dir}: already holds a run; continue it with --resume {output_dir} or pick another --output-dir")
+        raise InputError(f"{output_dir}: already holds a run; continue it with --resume {output_dir} "
+                         "or pick another --output-dir")
     return output_dir
 
 
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "if the data moved); drop --config/--set, or start a new run to change settings")
         run_dir = args.resume
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
-            raise InputError(f"{run_dir}: no {CHECKPOINT_DIR}/{LAST} to resume from; pass a run folder made by ldct-clip-train")
+            raise InputError(f"{run_dir}: no {CHECKPOINT_DIR}/{LAST} to resume from; "
+                             "pass a run folder made by ldct-clip-train")
         config = _with_data_root(load_config(run_dir / CONFIG_FILE, args.overrides), args.data_root)
     else:
         if args.config is None:

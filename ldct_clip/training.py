@@ -80,7 +80,9 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             yield list(zip(indices.tolist(), seeds.tolist()))
 
 
-def mixup(noisy: torch.Tensor, clean: torch.Tensor, lam: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    noisy: torch.Tensor, clean: torch.Tensor, lam: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix the batch with a permutation of itself, with the same ``lam`` for noisy and clean alike.
 
     >>> x = torch.tensor([[0.0], [1.0]])
@@ -91,7 +93,9 @@ def mixup(noisy: torch.Tensor, clean: torch.Tensor, lam: float, perm: torch.Tens
     return lam * noisy + (1 - lam) * noisy[perm], lam * clean + (1 - lam) * clean[perm]
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, iterations: int, flat: int, eta_min: float) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, iterations: int, flat: int, eta_min: float
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Flat for ``flat`` steps, then cosine annealing to ``eta_min`` at ``iterations`` (released configs)."""
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iterations - flat, eta_min=eta_min)
     if flat == 0:
@@ -127,7 +131,9 @@ class Distributed:
             dist.barrier()
 
 
-def validate(model: CLIPDenoiser, pairs: Dataset, preset: str, device: torch.device, max_items: int | None = None) -> dict[str, float]:
+def validate(
+    model: CLIPDenoiser, pairs: Dataset, preset: str, device: torch.device, max_items: int | None = None
+) -> dict[str, float]:
     """Mean PSNR/SSIM of the model over validation pairs under a metric preset (eval mode, no grad).
 
     CT pairs are scored in HU; RGB pairs (preset ``natural``) at peak 255 on the clamped output.
@@ -220,7 +226,8 @@ class Trainer:
         save_checkpoint(self.model, self.checkpoint_dir / LAST, extra=extra)
         if val is not None and val["val_psnr"] > self.best_psnr:
             self.best_psnr = val["val_psnr"]
-            save_checkpoint(self.model, self.checkpoint_dir / BEST, extra={**extra, "val_psnr": f"{self.best_psnr:.4f}"})
+            save_checkpoint(self.model, self.checkpoint_dir / BEST,
+                            extra={**extra, "val_psnr": f"{self.best_psnr:.4f}"})
         state = {
             "step": self.step,
             "best_psnr": self.best_psnr,

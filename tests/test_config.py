@@ -41,7 +41,8 @@ def test_ldct_config_follows_spec() -> None:
 
 def test_natural_and_srgb_schedules() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
-    natural, srgb = load_config(root / "natural_gaussian_sigma15.yaml"), load_config(root / "srgb_poisson_gaussian.yaml")
+    natural = load_config(root / "natural_gaussian_sigma15.yaml")
+    srgb = load_config(root / "srgb_poisson_gaussian.yaml")
     assert (natural.schedule.iterations, natural.schedule.flat_iterations) == (300_000, 92_000)
     assert natural.data.noise_sigma == 15.0 and natural.model.in_channels == 3
     assert srgb.model.pfa_gamma == 0.05 and srgb.data.kind == "paired_folder"

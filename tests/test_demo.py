@@ -71,7 +71,8 @@ def test_demo_leaves_data_run_series_and_a_complete_report(demo_run: tuple[Path,
     assert len(scan_mayo(data).pairs()) == 5
     # training run and checkpoint
     checkpoint = Path(summary["checkpoint"])
-    assert checkpoint.is_file() and (folder / "run" / "run.json").is_file() and (folder / "run" / "curves.png").is_file()
+    assert checkpoint.is_file() and checkpoint.name == "last.safetensors"
+    assert (folder / "run" / "run.json").is_file() and (folder / "run" / "curves.png").is_file()
     # the denoised series, a new DICOM series beside the low-dose one
     denoised = read_series(summary["denoised_series"])
     low = read_series(data / demo.TEST_PATIENT / LOW_DOSE_FOLDER)

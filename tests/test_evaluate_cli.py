@@ -47,7 +47,8 @@ def _snapshot(root: Path) -> dict[str, int]:
 
 
 def test_a_complete_report_from_a_mayo_tree(checkpoint: Path, mayo_root: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     before = _snapshot(mayo_root)
     out = tmp_path / "report"
     args = ["--checkpoint", str(checkpoint), "--data-root", str(mayo_root), "--preset", "clipdenoising", "redcnn",

@@ -108,7 +108,8 @@ def test_rows_equal_the_metrics_of_each_methods_output(model: CLIPDenoiser, mayo
         for r in (r for r in result.rois if r.method == "tv" and r.roi[0] in indices):
             index, y0, x0, h, w = r.roi
             local = indices.index(index)
-            assert r.auto and np.all((full[local, y0:y0 + h, x0:x0 + w] >= -100) & (full[local, y0:y0 + h, x0:x0 + w] <= 200))
+            box = full[local, y0:y0 + h, x0:x0 + w]
+            assert r.auto and np.all((box >= -100) & (box <= 200))
             assert r.stats == roi_stats(expected["tv"][local], full[local], [(y0, x0, h, w)])[0]
     assert result.summary("clipdenoising", "tv").n == 6
     assert sorted(result.figure_images) == [1, 3, 5]  # spread over the slices
@@ -156,7 +157,8 @@ def test_series_pairs_check_counts_sizes_and_positions(tmp_path: Path) -> None:
     make_ct_series(tmp_path / "short", 2, 32, 32, spacing=(1.0, 0.7, 0.7))
     make_ct_series(tmp_path / "shifted", 3, 32, 32, spacing=(1.0, 0.7, 0.7), origin=(-24.0, -24.0, 101.0))
     make_ct_series(tmp_path / "small", 3, 16, 16, spacing=(1.0, 0.7, 0.7))
-    for other, message in (("short", "2 slices"), ("shifted", "slice 0 lies at 101.00 mm.*at 100.00 mm"), ("small", "16x16")):
+    for other, message in (("short", "2 slices"), ("shifted", "slice 0 lies at 101.00 mm.*at 100.00 mm"),
+                           ("small", "16x16")):
         with pytest.raises(InputError, match=message) as info:
             pairs_from_series(tmp_path / other, tmp_path / "full")
         assert "\n" not in str(info.value)

@@ -22,7 +22,6 @@ from ldct_clip.inference import (
     SeriesResult,
     VolumeDenoiser,
     _glibc,
-    _retain_freed_memory,
     denoise_series,
     denoise_volume,
 )
