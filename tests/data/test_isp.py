@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import skimage.color
 from PIL import Image
+from pipeline_scripts import load_pipeline
 from scipy.io import savemat
 
 from ldct_clip.cli import EXIT_USER_ERROR, run_cli
@@ -29,7 +29,6 @@ from ldct_clip.data.isp import (
 )
 from ldct_clip.errors import InputError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "make_srgb_pairs.py"
 ROUND_TRIP_MEAN, ROUND_TRIP_MAX = 0.25 / 255, 6 / 255
 """Noise-free round trip on a smooth image, 2-pixel frame excluded (worst of 100 cameras: 0.19/255 and 5.3/255);
 demosaicing is exact only on flat areas, and the steep dark end of the responses magnifies its error."""
@@ -128,11 +127,7 @@ def test_curve_files_are_read_and_used(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_srgb_pairs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("make_srgb_pairs")
 
 
 @pytest.fixture(scope="module")

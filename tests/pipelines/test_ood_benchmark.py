@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pipeline_scripts import load_pipeline
 
 from ldct_clip import CLIPDenoiser, load_checkpoint, save_checkpoint
 from ldct_clip.cli import EXIT_USER_ERROR, run_cli
@@ -19,16 +19,10 @@ from ldct_clip.data.noise import default_cases
 from ldct_clip.metrics import score_slices
 from ldct_clip.ood import PER_IMAGE_CSV, TABLE_CSV, TABLE_MD, case_label
 
-SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "ood_benchmark.py"
-
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ood_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("ood_benchmark")
 
 
 def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from dicom_factory import make_ct_series
+from pipeline_scripts import load_pipeline
 
 from ldct_clip.cli import EXIT_USER_ERROR, run_cli
 from ldct_clip.data.mayo import Manifest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "prepare_mayo.py"
-
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("prepare_mayo", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("prepare_mayo")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -10,21 +9,16 @@ from types import ModuleType
 import numpy as np
 import pytest
 from dicom_factory import make_ct_series
+from pipeline_scripts import load_pipeline
 
 from ldct_clip.cli import EXIT_USER_ERROR, run_cli
 from ldct_clip.data.mayo import scan_mayo
 from ldct_clip.simulate import FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, RECORD_NAME
 
-SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "simulate_low_dose.py"
-
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("simulate_low_dose", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("simulate_low_dose")
 
 
 @pytest.fixture(scope="module")
