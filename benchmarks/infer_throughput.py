@@ -33,11 +33,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import pydicom
 import torch
 import torch.nn.functional as F
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
+from ct_series import make_series
 from torch.utils.flop_counter import FlopCounterMode
 
 from ldct_clip.inference import BATCH_SIZES, PRECISIONS, VolumeDenoiser, denoise_series
@@ -48,21 +46,6 @@ T = TypeVar("T")
 TARGETS = {"fp32": 0.85, "bf16": 0.70}  # fraction of the GEMM peak the model alone should reach
 WHOLE_COMMAND_TARGET = 0.90  # whole command vs model alone
 MEMORY_TARGET_GB = 4.0
-
-
-def make_series(folder: Path, slices: int) -> None:
-    """Write ``slices`` shifted copies of the real 512×512 CT slice, 1 mm apart, as one new series."""
-    ds = pydicom.dcmread(str(get_testdata_file("693_UNCR.dcm")))
-    stored = ds.pixel_array
-    ds.SeriesInstanceUID = generate_uid()
-    x, y, z = (float(v) for v in ds.ImagePositionPatient)
-    for index in range(slices):
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [x, y, z + index]
-        ds.PixelData = np.roll(stored, (2 * index, 3 * index), axis=(0, 1)).tobytes()
-        ds.save_as(folder / f"IM{index:04d}.dcm")
 
 
 def best_seconds(run: Callable[[], T], repeats: int) -> tuple[float, T]:
@@ -144,7 +127,7 @@ def main() -> None:
         root = Path(tmp)
         series = root / "series"
         series.mkdir()
-        make_series(series, args.slices)
+        make_series(series, args.slices, shift=True)
         checkpoint = args.checkpoint or save_checkpoint(
             CLIPDenoiser(encoder_weights="random"), root / "random.safetensors"
         )

@@ -16,25 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pydicom
+from ct_series import make_series
 from monai.transforms import LoadImage
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from ldct_clip.io import read_series
-
-
-def make_series(folder: Path, slices: int) -> None:
-    """Write ``slices`` copies of the real CT slice, 1 mm apart, with one new series UID."""
-    ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
-    ds.SeriesInstanceUID = generate_uid()
-    x, y, z = (float(v) for v in ds.ImagePositionPatient)
-    for index in range(slices):
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [x, y, z + index]
-        ds.save_as(folder / f"IM{index:04d}.dcm")
 
 
 def best_times(readers: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, object]]:
