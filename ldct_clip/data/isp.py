@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +52,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.data.images import CLEAN_DIR, NOISY_DIR, list_images, read_image
 from ldct_clip.data.noise import PoissonGaussianNoise, RandomSource, as_rng
 from ldct_clip.errors import InputError
@@ -472,7 +472,8 @@ def write_srgb_pairs(
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    staging = partial_path(output_dir)
+    staging.mkdir()
     try:
         (staging / CLEAN_DIR).mkdir()
         (staging / NOISY_DIR).mkdir()
@@ -483,13 +484,7 @@ def write_srgb_pairs(
                     else f"gamma family, gamma ~ U{GAMMA_RANGE}",
                     "clip_color_spaces": pipeline.clip_color_spaces, "input": str(input_dir)}
         (staging / "pairs.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-            output_dir.rename(old)
-            staging.rename(output_dir)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output_dir)
+        move_into_place(staging, output_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
