@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import shlex
@@ -57,9 +56,16 @@ from ldct_clip.report import write_report
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
 
-__all__ = ["DEFAULT_MINUTES", "DEMO_PATIENTS", "DemoResult", "build_demo_data", "demo_config", "run_demo"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DEFAULT_MINUTES",
+    "DEMO_PATIENTS",
+    "DemoResult",
+    "build_demo_data",
+    "choose_encoder_weights",
+    "demo_config",
+    "demo_volume",
+    "run_demo",
+]
 
 DEMO_PATIENTS: dict[str, tuple[str, ...]] = {
     "DEMO01": ("693_UNCR.dcm", "bad_sequence.dcm", "explicit_VR-UN.dcm"),
@@ -74,7 +80,7 @@ DOSE = 0.25
 SLICE_SIZE = 512
 SLICE_SPACING_MM = 1.0
 DEFAULT_MINUTES = 4.0
-"""Default training budget in minutes; with data, inference and evaluation the demo takes about 5."""
+"""Default training budget in minutes; with data, inference and evaluation the demo takes about 7 on 2 cores."""
 ITERATIONS_PER_MINUTE = 130
 """Training iterations per minute measured on 2 CPU cores (batch 4, 64×64 patches): sizes the schedule."""
 MIN_ITERATIONS = 4
