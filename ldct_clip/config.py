@@ -180,7 +180,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     try:
         return config_from_dict(raw, overrides)
     except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+        source = f"{path} with --set overrides" if overrides else str(path)
+        raise InputError(f"{source}: {err}") from None
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:

@@ -114,3 +114,14 @@ def test_settings_that_would_fail_late_are_refused_at_load(changes: dict, messag
 def test_validation_patients_is_a_list_of_ids() -> None:
     config = config_from_dict({"data": {"validation_patients": ["L067", "L096"]}})
     assert config.data.validation_patients == ("L067", "L096")
+
+
+def test_errors_say_whether_an_override_may_be_the_cause(tmp_path: Path) -> None:
+    smoke = CONFIGS[0]
+    with pytest.raises(InputError, match=r"with --set overrides: unknown config key 'model\.pfa_gama'"):
+        load_config(smoke, ["model.pfa_gama=1"])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trian: {}\n")
+    with pytest.raises(InputError, match=r"typo\.yaml: unknown config key 'trian'") as info:
+        load_config(typo)
+    assert "--set" not in str(info.value)
