@@ -7,7 +7,7 @@ folder of DICOM series folders it processes each series into a mirrored output t
 does not stop the others.
 
 Speed on CPU (measured with ``benchmarks/infer_throughput.py`` at 512×512 on 2 cores: 2.4 slices/s in fp32
-and 4.7 in bf16 on an Intel Xeon, 0.70 and 1.61 on an AMD EPYC):
+and 4.7 in bf16 on an Intel Xeon, 0.86 and 1.75 on an AMD EPYC):
 
 - the network runs on a private copy of the model in channels-last memory format (including the
   adapter's output, see :func:`_to_channels_last`) with the frozen encoder's BatchNorm layers folded
@@ -154,7 +154,7 @@ def denoise_volume(
         batch_size: slices per forward pass; None: :data:`BATCH_SIZES` for the device.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"`` (bfloat16 autocast: about twice as fast; measured
-            about 1 HU RMS from fp32, see ``benchmarks/infer_throughput.py``).
+            1-2 HU RMS from fp32, see ``benchmarks/infer_throughput.py``).
         progress: show a tqdm bar with slices per second.
 
     Raises:
