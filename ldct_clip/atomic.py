@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["move_into_place", "partial_path"]
+__all__ = ["move_into_place", "partial_path", "staged_folder"]
 
 
 def partial_path(target: Path, suffix: str = "") -> Path:
@@ -51,3 +53,30 @@ def move_into_place(temp: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         old.unlink()
+
+
+@contextmanager
+def staged_folder(target: Path, before_move: Callable[[], None] | None = None) -> Iterator[Path]:
+    """A new empty folder beside ``target`` to write into; moved into place when the block completes.
+
+    ``before_move`` runs just before the move (e.g. to check again that ``target`` may be replaced). If the
+    block or the check raises, the staging folder is deleted and ``target`` is left as it was.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "report"
+    >>> with staged_folder(out) as folder:
+    ...     _ = (folder / "a.txt").write_text("done")
+    >>> sorted(p.name for p in out.iterdir())
+    ['a.txt']
+    >>> shutil.rmtree(out.parent)
+    """
+    temp = partial_path(target)
+    temp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on the renamed output folder
+    try:
+        yield temp
+        if before_move is not None:
+            before_move()
+        move_into_place(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

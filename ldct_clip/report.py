@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import shutil
 import textwrap
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import ndimage
 
-from ldct_clip.atomic import move_into_place, partial_path
+from ldct_clip.atomic import staged_folder
 from ldct_clip.data.hu import WINDOWS
 from ldct_clip.data.mayo import Manifest
 from ldct_clip.errors import InputError
@@ -95,9 +94,7 @@ def write_report(
     """
     target = check_output(output, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = partial_path(target)
-    temp.mkdir()
-    try:
+    with staged_folder(target, before_move=lambda: check_output(target, overwrite)) as temp:
         (temp / "figures").mkdir()
         figures = _render_figures(result)
         for name, png in figures.items():
@@ -110,11 +107,6 @@ def write_report(
         (temp / "report.html").write_text(_html(blocks, figures), encoding="utf-8")
         if manifest is not None:
             manifest.save(temp / MANIFEST_CACHE)
-        check_output(target, overwrite)
-        move_into_place(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return target
 
 

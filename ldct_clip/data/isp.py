@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -52,7 +51,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from ldct_clip.atomic import move_into_place, partial_path
+from ldct_clip.atomic import staged_folder
 from ldct_clip.data.images import CLEAN_DIR, NOISY_DIR, list_images, read_image
 from ldct_clip.data.noise import PoissonGaussianNoise, RandomSource, as_rng
 from ldct_clip.errors import InputError
@@ -472,9 +471,7 @@ def write_srgb_pairs(
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = partial_path(output_dir)
-    staging.mkdir()
-    try:
+    with staged_folder(output_dir) as staging:
         (staging / CLEAN_DIR).mkdir()
         (staging / NOISY_DIR).mkdir()
         tasks = [(source, staging, seed) for source in sources]
@@ -484,9 +481,5 @@ def write_srgb_pairs(
                     else f"gamma family, gamma ~ U{GAMMA_RANGE}",
                     "clip_color_spaces": pipeline.clip_color_spaces, "input": str(input_dir)}
         (staging / "pairs.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
-        move_into_place(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     logger.info("wrote %d pairs to %s", len(sources), output_dir)
     return output_dir

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ldct_clip.atomic import move_into_place, partial_path
+from ldct_clip.atomic import staged_folder
 from ldct_clip.errors import InputError
 from ldct_clip.io.volume import CTVolume
 
@@ -278,18 +277,11 @@ def write_dicom_series(
     target.parent.mkdir(parents=True, exist_ok=True)
 
     series_uid = generate_uid()
-    temp = partial_path(target)
-    temp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on the renamed output folder
-    try:
+    with staged_folder(target, before_move=lambda: _check_target(target, overwrite)) as temp:
         for index, header in enumerate(volume.slice_headers):
             ds = _derived_slice(header, values[index], series_uid, description, derivation)
             # dcmwrite (unlike save_as) re-encodes datasets read as big endian
             pydicom.dcmwrite(temp / f"IM{index + 1:05d}.dcm", ds, enforce_file_format=True)
-        _check_target(target, overwrite)
-        move_into_place(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return target
 
 
