@@ -509,7 +509,8 @@ def simulate_series(
     Slices of the two series share positions, so the scan pairs them. Stored values are rounded and
     clipped to the source's stored range like any DICOM output (with unsigned storage and intercept
     −1024, noise in air below −1024 HU is clipped, as on a scanner). Everything is written into a hidden
-    staging folder in ``output_root`` and renamed into place once complete; the input is only read.
+    staging folder in ``output_root`` and renamed into place once complete: a new patient folder in one
+    rename, into an existing one folder by folder. The input is only read.
 
     Returns:
         The patient folder ``<output_root>/<patient>``.
@@ -588,9 +589,11 @@ def simulate_series(
                            derivation="Normal-dose source rewritten unchanged by ldct_clip.simulate (new UIDs)")
         write_dicom_series(reduced, low, stage / low_folder, description=description, derivation=derivation)
         (stage / RECORD_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-        patient_dir.mkdir(exist_ok=True)
-        for target in targets:
-            move_into_place(stage / target.name, target)
+        if not patient_dir.exists():  # the usual case: the whole patient appears in one rename
+            stage.rename(patient_dir)
+        else:  # other folders of this patient stay; ours are replaced one by one
+            for target in targets:
+                move_into_place(stage / target.name, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return patient_dir

@@ -292,6 +292,17 @@ def test_series_refuses_to_overwrite_unless_asked(dicom_series: Path, tmp_path: 
     assert sorted(p.name for p in patient_dir.iterdir()) == sorted([FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, RECORD_NAME])
 
 
+def test_series_into_an_existing_patient_keeps_its_other_folders(dicom_series: Path, tmp_path: Path) -> None:
+    other = tmp_path / "out" / "L067" / "full_3mm"
+    other.mkdir(parents=True)
+    (other / "IM0001.dcm").write_bytes(b"kept")
+    patient_dir = simulate_series(dicom_series, tmp_path / "out", patient="L067", workers=1, roundtrip_slices=1)
+    assert sorted(p.name for p in patient_dir.iterdir()) == sorted(
+        [FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, RECORD_NAME, "full_3mm"])
+    assert (other / "IM0001.dcm").read_bytes() == b"kept"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["L067"]  # no staging left behind
+
+
 def test_series_bad_input_raises_one_line(dicom_series: Path, tmp_path: Path) -> None:
     cases = [
         ({"input_path": tmp_path / "missing"}, "no such file or folder"),
