@@ -52,8 +52,8 @@ from ldct_clip.data.mayo import Manifest, scan_mayo
 from ldct_clip.data.splits import MAYO_PATIENTS, get_split
 from ldct_clip.errors import InputError
 from ldct_clip.inference import PRECISIONS, VolumeDenoiser
-from ldct_clip.io.dicom import read_series, read_slice_hu
-from ldct_clip.io.nifti import read_nifti
+from ldct_clip.io.dicom import read_slice_hu
+from ldct_clip.io.read import read_volume
 from ldct_clip.io.volume import CTVolume
 from ldct_clip.metrics import MetricPreset, RoiStats, find_flat_rois, get_preset, roi_stats, score_slices, summarize
 from ldct_clip.models.denoiser import CLIPDenoiser
@@ -353,7 +353,7 @@ def pairs_from_series(low: str | os.PathLike[str], full: str | os.PathLike[str])
 
     Raises :class:`InputError` when their slice counts, slice sizes or slice positions differ.
     """
-    low_volume, full_volume = _read_volume(Path(low)), _read_volume(Path(full))
+    low_volume, full_volume = read_volume(low), read_volume(full)
     if low_volume.shape[0] != full_volume.shape[0]:
         raise InputError(
             f"{low}: {low_volume.shape[0]} slices but {full} has {full_volume.shape[0]}; pass a low- and a "
@@ -383,14 +383,6 @@ def pairs_from_series(low: str | os.PathLike[str], full: str | os.PathLike[str])
         read_pair=lambda index: (low_volume.hu[index], full_volume.hu[index]),
         description=f"low-dose {low} vs full-dose {full}",
     )
-
-
-def _read_volume(path: Path) -> CTVolume:
-    if path.is_dir():
-        return read_series(path)
-    if path.name.endswith((".nii", ".nii.gz")):
-        return read_nifti(path)
-    raise InputError(f"{path}: not a DICOM series folder or a .nii/.nii.gz file; pass one of those")
 
 
 def _positions(volume: CTVolume) -> np.ndarray:

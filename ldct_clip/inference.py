@@ -50,8 +50,9 @@ from tqdm.auto import tqdm
 from ldct_clip.data.hu import hu_to_model, model_to_hu
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
-from ldct_clip.io.dicom import read_series, write_dicom_series
-from ldct_clip.io.nifti import read_nifti, write_nifti
+from ldct_clip.io.dicom import write_dicom_series
+from ldct_clip.io.nifti import NIFTI_SUFFIXES, write_nifti
+from ldct_clip.io.read import read_volume
 from ldct_clip.io.volume import CTVolume
 from ldct_clip.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from ldct_clip.models.denoiser import SIZE_MULTIPLE, CLIPDenoiser
@@ -73,7 +74,6 @@ PRECISIONS = ("fp32", "bf16")
 """``fp32``: full precision (default, HU fidelity first); ``bf16``: bfloat16 autocast, about twice as fast."""
 FORMATS = ("dicom", "nifti")
 """Output formats of :func:`denoise_series`."""
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 BATCH_SIZES = {"cpu": 2, "cuda": 8}
 """Default slices per forward pass by device type. On CPU small batches keep more of each layer in cache:
 measured at 512×512 on 2 cores, 2 is as fast as 1 and 5-15 % faster than 4 or 8, with the least memory.
@@ -243,7 +243,7 @@ def denoise_series(
     reader = ThreadPoolExecutor(1, thread_name_prefix="ldct-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ldct-write")
     try:
-        next_read = reader.submit(_read_job, jobs[0], series_uid)  # runs while the model loads
+        next_read = reader.submit(read_volume, jobs[0].source, series_uid)  # runs while the model loads
         model, derivation = _model_and_derivation(checkpoint_or_model, precision)
         denoiser = VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision)
         del model
@@ -253,7 +253,7 @@ def denoise_series(
                 started = time.perf_counter()
                 current = next_read
                 if index + 1 < len(jobs):  # queued behind the current read: ready before this compute ends
-                    next_read = reader.submit(_read_job, jobs[index + 1], series_uid)
+                    next_read = reader.submit(read_volume, jobs[index + 1].source, series_uid)
                 try:
                     volume = current.result()
                     hu = denoiser(volume.hu, progress=progress, desc=job.name if batch else None)
@@ -374,12 +374,6 @@ def _weights_label(source: str) -> str:
         if source == tag or source.startswith(f"{tag} "):
             return tag
     return Path(source).name
-
-
-def _read_job(job: _Job, series_uid: str | None) -> CTVolume:
-    if job.source.is_file():
-        return read_nifti(job.source)
-    return read_series(job.source, series_uid=series_uid)
 
 
 def _write_job(

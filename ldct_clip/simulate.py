@@ -84,7 +84,7 @@ from tqdm import tqdm
 
 from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
-from ldct_clip.io import CTVolume, read_nifti, read_series, write_dicom_series
+from ldct_clip.io import CTVolume, read_volume, write_dicom_series
 
 __all__ = [
     "AIR_CONTENT_HU",
@@ -531,7 +531,7 @@ def simulate_series(
         raise InputError(f"{output_root}: exists and is not a folder; pass a folder for the Mayo layout")
     if source.is_dir() and root.resolve().is_relative_to(source.resolve()):
         raise InputError(f"{output_root}: inside the input folder {source}; write the simulation elsewhere")
-    volume = _read_volume(source)
+    volume = read_volume(source)
     full_folder, low_folder = dose_folders(volume.spacing[0])
     targets = [patient_dir / full_folder, patient_dir / low_folder, patient_dir / RECORD_NAME]
     for target in targets:
@@ -609,16 +609,6 @@ def dose_folders(slice_spacing_mm: float) -> tuple[str, str]:
     """
     thickness = f"{round(slice_spacing_mm, 2):g}mm"
     return f"full_{thickness}", f"quarter_{thickness}"
-
-
-def _read_volume(source: Path) -> CTVolume:
-    if source.is_dir():
-        return read_series(source)
-    if source.name.endswith((".nii", ".nii.gz")):
-        return read_nifti(source)
-    if not source.exists():
-        raise InputError(f"{source}: no such file or folder; pass a DICOM series folder or a .nii/.nii.gz file")
-    raise InputError(f"{source}: neither a folder nor a .nii/.nii.gz file; pass a DICOM series folder or NIfTI")
 
 
 def _with_patient(volume: CTVolume, headers: list[Dataset], patient: str, study: str, frame: str,

@@ -2,6 +2,7 @@
 
 from ldct_clip.io.dicom import SliceInfo, read_series, read_slice_header, read_slice_hu, write_dicom_series
 from ldct_clip.io.nifti import read_nifti, write_nifti
+from ldct_clip.io.read import read_volume
 from ldct_clip.io.volume import CTVolume
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "read_series",
     "read_slice_header",
     "read_slice_hu",
+    "read_volume",
     "write_dicom_series",
     "write_nifti",
 ]

@@ -24,9 +24,9 @@ from ldct_clip.atomic import partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.io.volume import CTVolume
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["NIFTI_SUFFIXES", "read_nifti", "write_nifti"]
 
-_SUFFIXES = (".nii.gz", ".nii")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
@@ -93,7 +93,7 @@ def write_nifti(
     image.SetOrigin(volume.origin)
     image.SetDirection(tuple(float(v) for v in volume.direction.T.ravel()))
     file.parent.mkdir(parents=True, exist_ok=True)
-    suffix = next(s for s in _SUFFIXES if file.name.endswith(s))
+    suffix = next(s for s in NIFTI_SUFFIXES if file.name.endswith(s))
     temp = partial_path(file, suffix)
     try:
         sitk.WriteImage(image, str(temp))
@@ -120,5 +120,5 @@ def _check_finite(file: Path) -> None:
 
 
 def _check_suffix(file: Path) -> None:
-    if not file.name.endswith(_SUFFIXES):
+    if not file.name.endswith(NIFTI_SUFFIXES):
         raise InputError(f"{file}: not a NIfTI file name; use a name ending in .nii or .nii.gz")
