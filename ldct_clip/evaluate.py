@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--baselines", nargs="+", metavar="NAME",
                        help=f"baselines to run, any of {', '.join(BASELINES)} (default: tv, and bm3d when the "
-                            "bm3d package is installed; BM3D takes 10-15 s per 512x512 slice on a CPU)")
+                            "bm3d package is installed; BM3D takes about 15 s per 512x512 slice on a CPU)")
     which.add_argument("--no-baselines", action="store_true", help="run no baselines")
     parser.add_argument("--tv-weight", type=float, default=TV_WEIGHT,
                         help=f"TV weight on the (HU+1024)/4096 scale (default {TV_WEIGHT:g})")

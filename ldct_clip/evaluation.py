@@ -20,8 +20,9 @@ Baselines, with fixed parameters (never tuned on the evaluated slices; the repor
 - ``bm3d``: BM3D (optional ``bm3d`` package, non-commercial licence, ``pip install bm3d``) per slice on the
   model scale with noise standard deviation :data:`BM3D_SIGMA_HU` = 35 HU: the quarter-dose noise implied
   by the paper's Fig. 7 (low-dose PSNR 40.48 dB at data_range 4096 is an RMSE of 39 HU against a
-  full-dose image carrying half the low-dose noise, so σ ≈ 39 / √1.25 ≈ 35 HU). Slow on CPU: about
-  10–15 s per 512×512 slice.
+  full-dose image carrying half the low-dose noise, so σ ≈ 39 / √1.25 ≈ 35 HU). It runs single-threaded:
+  the package's threads sum in a varying order and change the output by up to 0.15 HU from run to run,
+  so a report could not be reproduced. Slow on CPU: about 15 s per 512×512 slice.
 
 HU fidelity: mean-HU bias and noise standard deviation of every method in flat regions (ROIs). ROIs are
 given as ``(index, y0, x0, h, w)`` boxes, ``index`` counting the evaluated slices (the ``index`` column of
@@ -178,9 +179,12 @@ def denoise_bm3d(hu: np.ndarray, sigma_hu: float = BM3D_SIGMA_HU) -> np.ndarray:
     _require_bm3d()
     import bm3d
 
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = 1  # reproducible: see the module docstring
     out = np.empty(hu.shape, dtype=np.float32)
     for z, image in enumerate(hu):
-        out[z] = model_to_hu(np.asarray(bm3d.bm3d(hu_to_model(image.astype(np.float64)), sigma_hu / 4096.0)))
+        smooth = bm3d.bm3d(hu_to_model(image.astype(np.float64)), sigma_hu / 4096.0, profile=profile)
+        out[z] = model_to_hu(np.asarray(smooth))
     return out
 
 

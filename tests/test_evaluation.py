@@ -213,6 +213,15 @@ def test_without_bm3d_the_default_skips_it_with_a_note(model: CLIPDenoiser, monk
 
 
 @pytest.mark.skipif(not bm3d_available(), reason="optional BM3D baseline: the bm3d package is not installed")
+def test_bm3d_is_reproducible_run_to_run() -> None:
+    """The package's threads sum in varying order; a report must not change when it is run again."""
+    noisy = 40.0 + np.random.default_rng(2).normal(0.0, 40.0, (1, 48, 48)).astype(np.float32)
+    first = denoise_bm3d(noisy)
+    for _ in range(3):
+        np.testing.assert_array_equal(denoise_bm3d(noisy), first)
+
+
+@pytest.mark.skipif(not bm3d_available(), reason="optional BM3D baseline: the bm3d package is not installed")
 def test_bm3d_row_equals_the_metrics_of_its_output(model: CLIPDenoiser) -> None:
     rng = np.random.default_rng(2)
     full = np.full((2, 32, 32), 40.0, np.float32)
