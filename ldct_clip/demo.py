@@ -50,8 +50,7 @@ from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifes
 from ldct_clip.inference import denoise_series
 from ldct_clip.io import CTVolume, read_slice_header, read_slice_hu, write_nifti
 from ldct_clip.models.checkpoint import load_checkpoint
-from ldct_clip.models.denoiser import CLIPDenoiser
-from ldct_clip.models.encoder import OPENAI_TAG, RANDOM
+from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
 from ldct_clip.report import write_report
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
@@ -189,14 +188,16 @@ def demo_config(data_root: Path, minutes: float, encoder_weights: str, iteration
 def choose_encoder_weights(requested: str) -> tuple[str, str | None]:
     """``(weights, reason)``: ``requested``, or ``random`` with the reason when ``openai`` cannot be had.
 
-    Only ``openai`` falls back; a weights file that fails to load is an error like anywhere else.
+    Only ``openai`` falls back, and never quietly: the fallback is announced on stderr at once. A weights
+    file that fails to load is an error like anywhere else. Only the encoder trunk is built to check.
     """
     if requested != OPENAI_TAG:
-        CLIPDenoiser(encoder_weights=requested)  # fail now, with the loader's one-line error
+        CLIPEncoder(requested)  # fail now, with the loader's one-line error
         return requested, None
     try:
-        CLIPDenoiser(encoder_weights=OPENAI_TAG)
+        CLIPEncoder(OPENAI_TAG)
     except InputError as err:
+        _shout(random_encoder_notice(str(err)))
         return RANDOM, str(err)
     return OPENAI_TAG, None
 
@@ -235,9 +236,7 @@ def run_demo(
         raise InputError(f"--slice-size {slice_size!r}: must be an integer of at least 64 pixels")
     folder = Path(output)
     _check_folder(folder, overwrite)
-    weights, reason = choose_encoder_weights(encoder_weights)
-    if reason is not None:
-        _shout(random_encoder_notice(reason))
+    weights, reason = choose_encoder_weights(encoder_weights)  # announces a fallback itself
     if folder.exists():
         shutil.rmtree(folder)  # an earlier demo's folder, replaced as --overwrite asked
     folder.mkdir(parents=True)
