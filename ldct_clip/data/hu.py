@@ -8,6 +8,8 @@ accept numpy arrays, torch tensors and Python floats alike.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -117,3 +119,43 @@ def window(
     else:
         clipped = min(max(hu, lo), hi)
     return (clipped - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class IntensityScale:
+    """A method's linear map between HU and its network's input scale: ``[lo, hi]`` HU -> ``[0, 1]``.
+
+    Methods differ here: CLIPDenoising and RED-CNN use ``[-1024, 3072]`` HU unclipped (:data:`MODEL_SCALE`);
+    Noise2Sim clips HU to its training window ``[-160, 240]`` first (``clip=True``). :meth:`to_hu` is the
+    exact inverse of :meth:`to_unit` inside the window. Works on numpy arrays, torch tensors and floats.
+
+    >>> IntensityScale(-160.0, 240.0, clip=True).to_unit(np.array([-1000.0, 40.0]))
+    array([0. , 0.5])
+    >>> float(MODEL_SCALE.to_hu(MODEL_SCALE.to_unit(40.0)))
+    40.0
+    """
+
+    lo: float
+    hi: float
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.hi > self.lo):
+            raise InputError(f"intensity window ({self.lo}, {self.hi}): need finite lo < hi in HU")
+
+    def to_unit(self, hu: ArrayT) -> ArrayT:
+        """HU -> the network's scale (clipped to the window first when ``clip``)."""
+        if self.clip:
+            return window(hu, (self.lo, self.hi))
+        return (_as_float(hu) - self.lo) / (self.hi - self.lo)
+
+    def to_hu(self, x: ArrayT) -> ArrayT:
+        """The network's scale -> HU."""
+        return _as_float(x) * (self.hi - self.lo) + self.lo
+
+    def to_dict(self) -> dict[str, object]:
+        return {"lo": self.lo, "hi": self.hi, "clip": self.clip}
+
+
+MODEL_SCALE = IntensityScale(HU_MIN, HU_MAX, clip=False)
+"""``(HU + 1024) / 4096`` unclipped: the scale of :func:`hu_to_model` (CLIPDenoising, RED-CNN)."""
