@@ -59,6 +59,7 @@ def make_ct_series(
     origin: tuple[float, float, float] = (-24.0, -24.0, 100.0),
     orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
     with_positions: bool = True,
+    positions: Sequence[Sequence[float]] | None = None,
     shuffle_names: bool = True,
     extensions: Sequence[str] = (".dcm", ".IMA", ""),
     implicit_vr: bool = False,
@@ -76,7 +77,8 @@ def make_ct_series(
     """Write a CT series into ``folder`` (created if needed); return the files in slice order.
 
     Slice ``i`` sits at ``origin + i * spacing[0] * normal`` with InstanceNumber ``i + 1`` and holds
-    ``hu[i]`` (default :func:`phantom_hu`) encoded as round((HU − intercept) / slope). With
+    ``hu[i]`` (default :func:`phantom_hu`) encoded as round((HU − intercept) / slope); ``positions`` (one
+    ImagePositionPatient per slice) overrides those positions, e.g. for a gap or a gantry tilt. With
     ``shuffle_names`` the file names are random-looking and cycle through ``extensions``, so name order
     says nothing about slice order. ``compress`` is one of :data:`COMPRESSIONS` or None.
 
@@ -90,6 +92,8 @@ def make_ct_series(
     values = phantom_hu(n_slices, rows, columns) if hu is None else np.asarray(hu, dtype=np.float64)
     if values.shape != (n_slices, rows, columns):
         raise ValueError(f"hu has shape {values.shape}, expected {(n_slices, rows, columns)}")
+    if positions is not None and len(positions) != n_slices:
+        raise ValueError(f"positions holds {len(positions)} entries, expected one per slice ({n_slices})")
     low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
     stored = np.rint((values - intercept) / slope)
     if stored.min() < low or stored.max() > high:
@@ -132,7 +136,8 @@ def make_ct_series(
         ds.SeriesNumber = 2
         ds.InstanceNumber = i + 1
         if with_positions:
-            ds.ImagePositionPatient = [round(float(v), 4) for v in np.asarray(origin) + i * spacing[0] * normal]
+            position = np.asarray(origin) + i * spacing[0] * normal if positions is None else positions[i]
+            ds.ImagePositionPatient = [round(float(v), 4) for v in position]
             ds.ImageOrientationPatient = [float(v) for v in orientation]
         ds.SliceThickness = spacing[0]
         ds.PixelSpacing = [spacing[1], spacing[2]]

@@ -13,6 +13,15 @@ source's stored integers. Rules, applied to every slice on its own:
   padding, because −2000 is an ordinary value in unsigned data or in other vendors' signed data.
 - Slices are ordered by their position along the slice normal, dot(ImagePositionPatient, row × column
   cosines), ascending; when any slice lacks a position they are ordered by InstanceNumber.
+- Each slice keeps its own ImagePositionPatient in :attr:`CTVolume.positions`, so a series with a gap or a
+  gantry tilt is read as it is (``spacing[0]`` is the median gap); writers decide whether they can
+  represent it.
+- HU must stay within ±:data:`~ldct_clip.io.volume.MAX_ABS_HU`; a RescaleSlope that takes them beyond (or
+  to infinity in float32) is refused as corrupt.
+- A slice's declared Rows × Columns is checked against its pixel data before any buffer of that size is
+  allocated: the exact byte count for uncompressed data; for compressed data a side of at most
+  :data:`MAX_COMPRESSED_SIDE` (the decoders allocate the declared size before decoding), and the first
+  slice is decoded before the volume is allocated, so a corrupt header costs at most one slice.
 
 Every problem with the input files is raised as :class:`~ldct_clip.errors.InputError` with one line that
 names the file, the problem and what to do; pydicom exceptions never escape for bad input.
@@ -43,12 +52,14 @@ from pydicom.uid import (
 
 from ldct_clip.atomic import staged_folder
 from ldct_clip.errors import InputError
-from ldct_clip.io.volume import CTVolume
+from ldct_clip.io.volume import MAX_ABS_HU, CTVolume
 
 __all__ = [
     "AIR_HU",
+    "MAX_COMPRESSED_SIDE",
     "SIEMENS_PADDING_STORED",
     "SliceInfo",
+    "is_dicom_file",
     "read_series",
     "read_slice_header",
     "read_slice_hu",
@@ -60,6 +71,11 @@ AIR_HU = -1024.0
 
 SIEMENS_PADDING_STORED = -2000
 """Stored value Siemens scanners use outside the reconstruction circle when PixelPaddingValue is absent."""
+
+MAX_COMPRESSED_SIDE = 16384
+"""Largest Rows or Columns accepted for compressed pixel data: CT slices are at most a few thousand pixels
+wide, and pydicom's decoders allocate Rows × Columns before decoding, so a corrupt 65535 × 65535 header would
+allocate 8 GiB for a slice holding a few kilobytes."""
 
 _NOT_USABLE = "this file is not a usable CT image slice; re-export the series or remove the file"
 _RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00")  # group 0002 or 0008, little endian
@@ -135,10 +151,31 @@ def read_slice_hu(path: str | os.PathLike[str]) -> np.ndarray:
     """
     file = Path(path)
     ds = _read_image(file, with_pixels=True)
-    info = _slice_info(file, ds)
-    hu = np.empty((info.rows, info.columns), dtype=np.float32)
-    _fill_hu(file, ds, info, hu)
-    return hu
+    return _fill_hu(file, ds, _slice_info(file, ds))
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a DICOM image file by the rule :func:`read_series` uses to pick files from a folder.
+
+    True for a file with the 128-byte preamble and "DICM" (a DICOMDIR excepted), including one too corrupt to
+    parse (reading it reports the damage), and for a raw dataset without preamble that starts with a group
+    0002 or 0008 tag and parses with SOPClassUID and Rows. False for anything else, a folder, or a file that
+    cannot be opened.
+
+    >>> from pydicom.data import get_testdata_file
+    >>> is_dicom_file(get_testdata_file("693_UNCR.dcm")), is_dicom_file(__file__)
+    (True, False)
+    """
+    file = Path(path)
+    try:
+        with open(file, "rb") as stream:
+            preamble = stream.read(132)
+    except OSError:
+        return False
+    try:
+        return _read(file) is not None
+    except InputError:
+        return preamble[128:132] == b"DICM"
 
 
 def read_series(
@@ -188,8 +225,8 @@ def read_series(
     for info, (_, ds) in zip(infos, chosen):
         if info.modality != "CT" and not allow_non_ct:
             raise InputError(
-                f"{info.path}: Modality is {info.modality or 'missing'}, not CT; "
-                "pass allow_non_ct=True to read it anyway"
+                f"{info.path}: Modality is {info.modality or 'missing'}, not CT; this toolkit denoises CT "
+                "(API: read_series(..., allow_non_ct=True) reads it anyway)"
             )
         _rescale(info.path, ds, info.modality)
     _check_consistent(infos)
@@ -197,24 +234,39 @@ def read_series(
     infos = [infos[i] for i in order]
     slice_headers = [chosen[i][1] for i in order]
 
-    hu = np.empty((len(infos), infos[0].rows, infos[0].columns), dtype=np.float32)
+    # The first slice is decoded on its own before the volume is allocated, which proves the declared size.
+    first = _fill_hu(infos[0].path, _read_image(infos[0].path, with_pixels=True), infos[0])
+    hu = np.empty((len(infos), *first.shape), dtype=np.float32)
+    hu[0] = first
 
     def load(index: int) -> None:
         info = infos[index]
         _fill_hu(info.path, _read_image(info.path, with_pixels=True), info, hu[index])
 
     with ThreadPoolExecutor() as pool:
-        list(pool.map(load, range(len(infos))))
+        list(pool.map(load, range(1, len(infos))))
 
-    spacing_z, origin, direction = _geometry(folder, infos, slice_headers[0])
-    return CTVolume(
+    spacing_z, origin, direction = _geometry(infos, slice_headers[0])
+    placed = all(info.position_along_normal is not None for info in infos)
+    volume = CTVolume(
         hu=hu,
         spacing=(spacing_z, *infos[0].pixel_spacing),
         origin=origin,
         direction=direction,
         slice_headers=slice_headers,
         source=folder,
+        positions=[info.image_position for info in infos] if placed else None,
     )
+    problem = volume.uneven_spacing()
+    if problem is not None:
+        gaps = np.diff(volume.positions @ direction[2])  # type: ignore[operator]
+        warnings.warn(
+            f"{folder}: slice gaps vary from {gaps.min():g} to {gaps.max():g} mm ({problem}); volume spacing "
+            f"uses the median {spacing_z:g} mm and each slice keeps its true position; NIfTI output of this "
+            "series is refused (it needs evenly spaced slices)",
+            stacklevel=2,
+        )
+    return volume
 
 
 def write_dicom_series(
@@ -365,19 +417,30 @@ def _slice_info(file: Path, ds: Dataset) -> SliceInfo:
     )
 
 
-def _fill_hu(file: Path, ds: Dataset, info: SliceInfo, out: np.ndarray) -> None:
-    """Decode the pixels of ``ds`` into ``out`` (float32 rows × columns) as HU with padding set to air."""
+def _fill_hu(file: Path, ds: Dataset, info: SliceInfo, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode the pixels of ``ds`` as HU with padding set to air into ``out`` (float32 rows × columns; when
+    None, allocated only once decoding has proven the declared size) and return it."""
     stored = _stored_pixels(file, ds)
-    if stored.shape != out.shape:
+    if stored.shape != (info.rows, info.columns):
         raise InputError(
             f"{file}: pixel data has shape {stored.shape}, header says {info.rows}x{info.columns}; {_NOT_USABLE}"
         )
+    if out is None:
+        out = np.empty(stored.shape, dtype=np.float32)
     slope, intercept = _rescale(file, ds, info.modality)
-    np.multiply(stored, np.float32(slope), out=out)
-    out += np.float32(intercept)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        np.multiply(stored, np.float32(slope), out=out)
+        out += np.float32(intercept)
     padding = _padding_mask(stored, ds)
     if padding is not None:
         np.copyto(out, np.float32(AIR_HU), where=padding)
+    low, high = float(out.min()), float(out.max())
+    if not -MAX_ABS_HU <= low <= high <= MAX_ABS_HU:  # also False for NaN
+        raise InputError(
+            f"{file}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} give HU from {low:g} to {high:g}, "
+            f"beyond ±{MAX_ABS_HU:g}; the rescale tags are corrupt; {_NOT_USABLE}"
+        )
+    return out
 
 
 def _stored_pixels(file: Path, ds: Dataset) -> np.ndarray:
@@ -399,12 +462,14 @@ def _stored_pixels(file: Path, ds: Dataset) -> np.ndarray:
     signed = _number(file, ds, "PixelRepresentation", int) == 1
     dtype = _STORED_DTYPES.get((bits_allocated, signed))
     rows, columns = int(ds.Rows), int(ds.Columns)
+    held = len(ds.PixelData)
     if not encapsulated and dtype is not None:
         dtype = dtype.newbyteorder("<" if ds.original_encoding[1] else ">")
-        if len(ds.PixelData) < rows * columns * dtype.itemsize:
+        if held < rows * columns * dtype.itemsize:
             raise InputError(
-                f"{file}: pixel data holds {len(ds.PixelData)} bytes, {rows}x{columns} pixels of "
-                f"{bits_allocated} bits need {rows * columns * dtype.itemsize}; the file is truncated or corrupt"
+                f"{file}: declares {rows}x{columns} pixels of {bits_allocated} bits "
+                f"({rows * columns * dtype.itemsize} bytes) but holds {held} bytes of pixel data; the file is "
+                "truncated or its header corrupt; re-export the series or remove the file"
             )
         stored = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * columns).reshape(rows, columns)
         spare = bits_allocated - bits_stored
@@ -413,10 +478,16 @@ def _stored_pixels(file: Path, ds: Dataset) -> np.ndarray:
         if spare > 0:
             return stored & dtype.type((1 << bits_stored) - 1)
         return stored
+    name = getattr(syntax, "name", "unknown")
+    if encapsulated and max(rows, columns) > MAX_COMPRESSED_SIDE:
+        raise InputError(
+            f"{file}: declares {rows}x{columns} pixels but holds {held} bytes of {name} pixel data; the header "
+            f"is corrupt (compressed slices wider than {MAX_COMPRESSED_SIDE} pixels are refused before "
+            "decoding); re-export the series or remove the file"
+        )
     try:
         return ds.pixel_array
     except Exception as exc:
-        name = getattr(syntax, "name", "unknown")
         raise InputError(
             f"{file}: cannot decode pixel data (transfer syntax {name}): {_one_line(exc)}; "
             "the file is corrupt or needs a missing decoder plugin"
@@ -478,8 +549,8 @@ def _choose_series(
     candidates = [uid for uid in groups if allow_non_ct or groups[uid][0][1].get("Modality") == "CT"]
     if not candidates:
         raise InputError(
-            f"{folder}: no CT series, found {describe(list(groups))}; "
-            "pass allow_non_ct=True to read a non-CT series"
+            f"{folder}: no CT series, found {describe(list(groups))}; this toolkit denoises CT "
+            "(API: read_series(..., allow_non_ct=True) reads another modality anyway)"
         )
     if len(candidates) > 1:
         raise InputError(
@@ -535,13 +606,11 @@ def _slice_order(infos: list[SliceInfo]) -> list[int]:
     return order
 
 
-def _geometry(
-    folder: Path, infos: list[SliceInfo], first_header: Dataset
-) -> tuple[float, tuple[float, float, float], np.ndarray]:
+def _geometry(infos: list[SliceInfo], first_header: Dataset) -> tuple[float, tuple[float, float, float], np.ndarray]:
     """(slice spacing, origin, direction) of slices already in order.
 
-    Spacing is the median gap between positions; without positions (or with one slice) it is
-    SpacingBetweenSlices, else SliceThickness, else 1 mm. Missing orientation means identity.
+    Spacing is the median gap between positions along the normal; without positions (or with one slice) it
+    is SpacingBetweenSlices, else SliceThickness, else 1 mm. Missing orientation means identity.
     """
     first = infos[0]
     direction = np.eye(3)
@@ -552,14 +621,7 @@ def _geometry(
     positions = [info.position_along_normal for info in infos]
     if len(infos) > 1 and all(p is not None for p in positions):
         gaps = np.diff(np.asarray(positions, dtype=np.float64))
-        spacing = float(np.median(gaps))
-        if gaps.max() - gaps.min() > max(0.01 * spacing, _POSITION_TOLERANCE_MM):
-            warnings.warn(
-                f"{folder}: slice gaps vary from {gaps.min():g} to {gaps.max():g} mm; "
-                f"volume spacing uses the median {spacing:g} mm",
-                stacklevel=3,
-            )
-        return spacing, origin, direction
+        return float(np.median(gaps)), origin, direction
     between = _number(first.path, first_header, "SpacingBetweenSlices", float)
     for candidate in (between, first.slice_thickness):
         if candidate is not None and candidate > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -522,3 +523,89 @@ def test_write_rejects_bad_hu(tmp_path: Path, series_dir: Path) -> None:
     with pytest.raises(InputError, match="NaN"):
         write_dicom_series(volume, bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- corrupt headers and values (issue 12: adversarial inputs) ------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [None, "rle"])
+def test_huge_declared_size_refused_before_allocating(tmp_path: Path, compress: str | None) -> None:
+    """Rows = Columns = 65535 over 64x64 pixel data: refused naming the file, without allocating 48 GiB."""
+    import tracemalloc
+
+    files = make_ct_series(tmp_path, n_slices=3, compress=compress)
+    for file in files:
+        _edit(file, Rows=65535, Columns=65535)
+    held = len(pydicom.dcmread(files[0]).PixelData)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=rf"declares 65535x65535 pixels.* but holds {held} bytes") as info:
+            read_series(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(info.value) and "corrupt" in str(info.value)
+    assert any(str(f) in str(info.value) for f in files)
+    assert peak < 50e6  # not even one slice of the declared size
+    with pytest.raises(InputError, match="declares 65535x65535 pixels"):
+        read_slice_hu(files[0])
+
+
+def test_compressed_size_mismatch_below_the_limit_is_refused(tmp_path: Path) -> None:
+    files = make_ct_series(tmp_path, n_slices=3, compress="rle")
+    for file in files:
+        _edit(file, Rows=2000, Columns=2000)
+    with pytest.raises(InputError, match="cannot decode pixel data") as info:
+        read_series(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [(1e38, 0.0), (1e30, -1024.0), (1.0, 1e7)])
+def test_rescale_overflowing_hu_is_refused(tmp_path: Path, slope: float, intercept: float) -> None:
+    """RescaleSlope 1e38 makes HU overflow float32 to inf (and 1e30 far beyond any CT): named, not passed on."""
+    files = make_ct_series(tmp_path, n_slices=3)
+    _edit(files[1], RescaleSlope=slope, RescaleIntercept=intercept)
+    expected = re.escape(f"{files[1]}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} give HU")
+    with pytest.raises(InputError, match=f"{expected}.*corrupt") as info:
+        read_series(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_non_ct_refusal_speaks_to_api_and_cli_users(tmp_path: Path) -> None:
+    uid = generate_uid()
+    make_ct_series(tmp_path, modality="MR", series_uid=uid)
+    for call in (lambda: read_series(tmp_path), lambda: read_series(tmp_path, series_uid=uid)):
+        with pytest.raises(InputError) as info:
+            call()
+        message = str(info.value)
+        assert "this toolkit denoises CT" in message and "(API: read_series(..., allow_non_ct=True)" in message
+        assert "pass allow_non_ct" not in message  # no CLI flag has that name
+
+
+def test_is_dicom_file(tmp_path: Path, real_uncompressed: Path) -> None:
+    from ldct_clip.io import is_dicom_file
+
+    preamble = make_ct_series(tmp_path / "a", n_slices=1)[0]
+    raw = tmp_path / "raw"
+    dataset = Dataset()
+    dataset.update(pydicom.dcmread(preamble))
+    pydicom.dcmwrite(raw, dataset, implicit_vr=True, little_endian=True)  # no preamble, no file meta
+    corrupt = tmp_path / "corrupt.dcm"
+    corrupt.write_bytes(preamble.read_bytes()[:132] + bytes(range(256)) * 4)
+    text = tmp_path / "readme.txt"
+    text.write_text("not dicom\n")
+    starts_like_dicom = tmp_path / "binary"
+    starts_like_dicom.write_bytes(b"\x08\x00" + bytes(200))
+    dicomdir = tmp_path / "DICOMDIR"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(dicomdir, enforce_file_format=True)
+    assert raw.read_bytes()[:2] == b"\x08\x00"
+    assert [is_dicom_file(p) for p in (preamble, raw, corrupt, real_uncompressed)] == [True] * 4
+    assert [is_dicom_file(p) for p in (text, starts_like_dicom, dicomdir, tmp_path, tmp_path / "missing")] == [
+        False
+    ] * 5
+    assert is_dicom_file(str(raw))
