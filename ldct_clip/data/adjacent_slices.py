@@ -5,6 +5,8 @@ same series, whose anatomy is nearly the same but whose noise is independent; pi
 slices differ in structure (their 7x7 box means differ by more than 30 HU) are left out of the loss.
 This follows the official ``noise2sim/data/datasets/data_ldct.py`` (``LDCT.__getitem__``, ``noise-sim``)
 with ``configs/ldct_mayo_unet2.py`` (``neighbor=2``, ``ks=7``, ``th=30``, ``hu_range=[-160, 240]``).
+Slices are read as HU with :func:`ldct_clip.io.read_slice_hu` (the file's rescale slope and intercept);
+the official code takes ``pixel_array - 1024``, the same HU for Mayo's slope 1 and intercept -1024.
 
 Keys: ``(index, item_seed)`` (what ``ldct_clip.training.StepBatchSampler`` yields) fixes the neighbour,
 crop and flip of an item; an ``int`` index draws its item seed from a stream seeded by ``seed`` and,

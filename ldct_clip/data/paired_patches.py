@@ -5,7 +5,8 @@ defaults (``patch_n=10``, ``patch_size=64``, ``transform=False``): each item is 
 into ``patches_per_slice`` patches at independent random positions, the same position in both doses; no
 flips or rotations. Deviation: a patch may start anywhere in ``0..size - patch_size`` (the official
 ``np.random.randint(0, h - patch_size)`` never picks the last position and fails on slices of exactly the
-patch size).
+patch size). HU come from :func:`ldct_clip.io.read_slice_hu`, which turns padding outside the scan circle
+into -1024 HU as the official ``prep.py`` does (stored -2000 -> 0 before the rescale).
 
 Keys: ``(index, item_seed)`` fixes the patch positions; an ``int`` index draws its item seed from a stream
 (see :class:`ldct_clip.data.adjacent_slices.KeySeeds`).
