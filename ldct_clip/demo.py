@@ -46,12 +46,11 @@ from ldct_clip.data.hu import HU_MAX, HU_MIN
 from ldct_clip.data.mayo import scan_mayo
 from ldct_clip.device import DEVICES
 from ldct_clip.errors import InputError
-from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest
+from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest, write_report
 from ldct_clip.inference import denoise_series
 from ldct_clip.io import CTVolume, read_slice_header, read_slice_hu, write_nifti
 from ldct_clip.models.checkpoint import load_checkpoint
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
-from ldct_clip.report import write_report
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
 

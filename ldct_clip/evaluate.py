@@ -1,17 +1,23 @@
-"""``python -m ldct_clip.evaluate``: PSNR/SSIM and HU-fidelity report of a checkpoint against full-dose CT.
+"""``python -m ldct_clip.evaluate``: PSNR/SSIM and HU-fidelity report of checkpoints against full-dose CT.
 
 Examples::
 
     python -m ldct_clip.evaluate --checkpoint best.safetensors --data-root /data/mayo --output reports/L506
+    python -m ldct_clip.evaluate --checkpoint clip.safetensors n2s.safetensors redcnn.safetensors \\
+        --data-root /data/mayo --output reports/L506-methods
+    python -m ldct_clip.evaluate --method "CLIP σ5=runs/clip/last.safetensors" --method N2S=n2s.safetensors \\
+        --low L506/quarter_1mm --full L506/full_1mm
     python -m ldct_clip.evaluate --checkpoint best.safetensors --data-root manifest.csv --split noise2sim \\
         --preset clipdenoising redcnn noise2sim --max-slices 40
     python -m ldct_clip.evaluate --checkpoint best.safetensors --low L506/quarter_1mm --full L506/full_1mm \\
         --roi 100,250,200,32,32
 
-Rows: the model, the low-dose input, and the baselines TV and (when the optional ``bm3d`` package is
+Rows: every model (each checkpoint of any method, in the order given; the first is the reference of the
+paired statistics), the low-dose input, and the baselines TV and (when the optional ``bm3d`` package is
 installed) BM3D on the same slices; under ``--preset clipdenoising`` also the published rows, marked as
-quoted. The report folder gets report.md, report.html, metrics.csv, summary.json and figures/. Exit status
-0 on success, 2 for a usage problem (one line on stderr).
+quoted. The report folder gets report.md, report.html, metrics.csv, summary.json and figures/. Every file
+the command reads (checkpoints, series, data) must lie outside the report folder, which ``--overwrite``
+replaces. Exit status 0 on success, 2 for a usage problem (one line on stderr).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ldct_clip.cli import run_cli
@@ -32,16 +39,18 @@ from ldct_clip.evaluation import (
     CT_PRESETS,
     TV_WEIGHT,
     EvaluationResult,
+    check_output,
     ct_presets,
     evaluate,
     load_manifest,
     pairs_from_manifest,
     pairs_from_series,
     resolve_baselines,
+    worse_than_input,
+    write_report,
 )
+from ldct_clip.evaluation.run import ModelEntry, load_model_entry
 from ldct_clip.inference import BATCH_SIZES, PRECISIONS
-from ldct_clip.models.checkpoint import load_checkpoint
-from ldct_clip.report import check_output, write_report
 
 
 def _positive_int(text: str) -> int:
@@ -55,13 +64,44 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _ModelsAction(argparse.Action):
+    """Collect ``--checkpoint PATH...`` and ``--method LABEL=PATH`` into one list, in command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        found = list(getattr(namespace, self.dest) or [])
+        if option_string == "--method":
+            found.append(parse_method(str(values)))
+        else:
+            assert isinstance(values, list)
+            found += [(None, Path(value)) for value in values]
+        setattr(namespace, self.dest, found)
+
+
+def parse_method(text: str) -> tuple[str, Path]:
+    """``"LABEL=PATH"`` as ``(label, path)``; the label may hold spaces, the path may hold ``=``.
+
+    >>> parse_method("N2S 30 min=runs/n2s/last.safetensors")
+    ('N2S 30 min', PosixPath('runs/n2s/last.safetensors'))
+    """
+    label, sep, path = text.partition("=")
+    if not sep or not label.strip() or not path:
+        raise InputError(f"--method {text!r}: expected LABEL=PATH, e.g. --method 'Noise2Sim=n2s.safetensors'")
+    return label.strip(), Path(path)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ldct-clip-evaluate",
-        description="Score a CLIPDenoiser checkpoint against full-dose CT beside the low-dose input, TV and BM3D, "
-                    "under the published metric presets, and write a report folder.",
+        description="Score checkpoints of any method against full-dose CT beside the low-dose input, TV and BM3D, "
+                    "on the same slices under the published metric presets, with paired statistics, and write a "
+                    "report folder.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint (.safetensors) written by training")
+    parser.add_argument("--checkpoint", nargs="+", dest="models", action=_ModelsAction, metavar="PATH",
+                        help="checkpoint(s) (.safetensors) written by training, any method; labelled "
+                             "'<method> (<file name>)'")
+    parser.add_argument("--method", dest="models", action=_ModelsAction, metavar="LABEL=PATH",
+                        help="a checkpoint with its own row label (repeatable); mixes with --checkpoint, in order")
     data = parser.add_argument_group("data (either --data-root, or --low with --full)")
     data.add_argument("--data-root", type=Path, help="AAPM-Mayo folder or manifest CSV from prepare_mayo.py")
     data.add_argument("--split", default="clipdenoising",
@@ -72,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--full", type=Path, help="full-dose series at the same slice positions")
     parser.add_argument("--preset", nargs="+", action="extend", metavar="PRESET",
                         help=f"metric preset(s), one table each: {', '.join(CT_PRESETS)} (default clipdenoising)")
-    parser.add_argument("--output", type=Path, help="report folder to create (default <checkpoint name>_evaluation)")
+    parser.add_argument("--output", type=Path,
+                        help="report folder to create (default <first checkpoint name>_evaluation); it may not hold "
+                             "any file the command reads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto)")
     defaults = ", ".join(f"{n} on {device}" for device, n in BATCH_SIZES.items())
@@ -112,7 +154,7 @@ def parse_roi(text: str) -> tuple[int, int, int, int, int]:
 
 
 def table_lines(result: EvaluationResult) -> list[str]:
-    """A short plain-text version of the tables, for the terminal."""
+    """A short plain-text version of the tables and the warnings, for the terminal."""
     lines = []
     for spec in result.presets:
         lines.append(f"preset {spec.name} (window [{spec.window[0]:g}, {spec.window[1]:g}] HU, "
@@ -121,14 +163,26 @@ def table_lines(result: EvaluationResult) -> list[str]:
             s = result.summary(spec.name, method.key)
             lines.append(f"  {method.label:<40} PSNR {s.psnr_mean:7.2f} ± {s.psnr_std:5.2f} dB   "
                          f"SSIM {s.ssim_mean:.4f} ± {s.ssim_std:.4f}")
-    if result.encoder_is_random:
-        lines.append("warning: the model's encoder was randomly initialised, not CLIP; see the report")
+    for model in result.models:
+        if model.encoder_is_random:
+            lines.append(f"warning: {model.label}: the encoder was randomly initialised, not CLIP; see the report")
+    lines += [f"warning: {line}" for line in worse_than_input(result)]
     return lines
+
+
+def _distinct_labels(entries: list[ModelEntry], given: Sequence[tuple[str | None, Path]]) -> list[ModelEntry]:
+    """Default labels that repeat (``run1/last.safetensors`` and ``run2/last.safetensors``) name the folder too."""
+    labels = [entry.label for entry in entries]
+    return [replace(entry, label=entry.label.replace(f"({path.name})", f"({path.parent.name}/{path.name})"))
+            if label is None and labels.count(entry.label) > 1 else entry
+            for entry, (label, path) in zip(entries, given)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, evaluate, write the report folder, print the tables; return the exit status."""
     args = _parser().parse_args(argv)
+    if not args.models:
+        raise InputError("pass at least one --checkpoint PATH or --method LABEL=PATH")
     series_mode = args.low is not None or args.full is not None
     if series_mode == (args.data_root is not None) or (series_mode and (args.low is None or args.full is None)):
         raise InputError("pass either --data-root ROOT, or both --low SERIES and --full SERIES")
@@ -136,25 +190,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = () if args.no_baselines else args.baselines  # None: the defaults, noting a missing bm3d
     resolve_baselines(baselines)  # fail before any work
     rois = None if args.roi is None else [parse_roi(text) for text in args.roi]
-    output = args.output or Path(f"{args.checkpoint.stem}_evaluation")
-    inputs = [args.low, args.full] if series_mode else [args.data_root]
-    check_output(output, args.overwrite, inputs)
+    checkpoints = [path for _, path in args.models]
+    output = args.output or Path(f"{checkpoints[0].stem}_evaluation")
+    inputs = [*checkpoints, *([args.low, args.full] if series_mode else [args.data_root])]
+    check_output(output, args.overwrite, inputs)  # before anything is read, let alone replaced
 
-    model = load_checkpoint(args.checkpoint)
-    if model.in_channels != 1:
-        raise InputError(f"{args.checkpoint}: checkpoint is for RGB images (in_channels={model.in_channels}), "
-                         "not CT; pass a checkpoint trained on CT")
+    entries = _distinct_labels([load_model_entry(path, label) for label, path in args.models], args.models)
     manifest = None
     if series_mode:
         pairs = pairs_from_series(args.low, args.full)
     else:
         manifest = load_manifest(args.data_root, cache_dir=output if output.is_dir() else None)
+        check_output(output, args.overwrite, [*inputs, manifest.root])  # a manifest's slices live elsewhere
         pairs = pairs_from_manifest(manifest, args.split, args.thickness, args.kernel)
     if args.max_slices is not None:
         pairs = pairs.evenly_spaced(args.max_slices)
 
     result = evaluate(
-        model,
+        entries,
         pairs,
         presets=[p.name for p in presets],
         baselines=baselines,
@@ -162,7 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         roi_size=args.roi_size,
         tv_weight=args.tv_weight,
         bm3d_sigma_hu=args.bm3d_sigma,
-        model_label=f"CLIPDenoiser ({args.checkpoint.name})",
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,

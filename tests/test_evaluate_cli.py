@@ -69,7 +69,7 @@ def test_a_complete_report_from_a_mayo_tree(checkpoint: Path, mayo_root: Path, t
     assert summary["model"]["label"] == "CLIPDenoiser (tiny.safetensors) [random encoder]"
 
     # a second run reuses the manifest cached in the report folder instead of scanning again
-    monkeypatch.setattr("ldct_clip.evaluation.scan_mayo", lambda root: pytest.fail("scanned again"))
+    monkeypatch.setattr("ldct_clip.data.mayo.scan_mayo", lambda root: pytest.fail("scanned again"))
     assert main([*args, "--overwrite", "--preset", "noise2sim", "--no-baselines", "--max-slices", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["presets"]) == ["clipdenoising", "redcnn", "noise2sim"] and summary["slices"] == 2

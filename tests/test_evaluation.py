@@ -134,7 +134,7 @@ def test_a_split_needs_its_test_patients_not_its_training_patients(mayo_root: Pa
 def test_the_manifest_cache_is_reused_only_for_the_same_root(mayo_root: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     scan_mayo(mayo_root, workers=2).save(tmp_path / "manifest.csv")
-    monkeypatch.setattr("ldct_clip.evaluation.scan_mayo", lambda root: pytest.fail("scanned again"))
+    monkeypatch.setattr("ldct_clip.data.mayo.scan_mayo", lambda root: pytest.fail("scanned again"))
     assert len(load_manifest(mayo_root, cache_dir=tmp_path)) == 12
     assert len(load_manifest(tmp_path / "manifest.csv")) == 12
     with pytest.raises(InputError, match="not found"):
@@ -203,7 +203,7 @@ def test_tv_removes_noise_and_keeps_the_mean_hu() -> None:
 
 
 def test_without_bm3d_the_default_skips_it_with_a_note(model: CLIPDenoiser, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ldct_clip.evaluation.find_spec", lambda name: None)
+    monkeypatch.setattr("ldct_clip.evaluation.baselines.find_spec", lambda name: None)
     assert default_baselines() == ("tv",)
     with pytest.raises(InputError, match="pip install bm3d"):
         resolve_baselines(["bm3d"])

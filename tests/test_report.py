@@ -1,4 +1,4 @@
-"""ldct_clip.report: a complete, self-consistent report folder, written atomically."""
+"""ldct_clip.evaluation.report: a complete, self-consistent report folder, written atomically."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ import pytest
 
 from ldct_clip import CLIPDenoiser
 from ldct_clip.errors import InputError
-from ldct_clip.evaluation import EvaluationResult, PairedSlices, SlicePair, evaluate
-from ldct_clip.report import REPORT_FILES, check_output, write_report
+from ldct_clip.evaluation import (
+    REPORT_FILES,
+    EvaluationResult,
+    PairedSlices,
+    SlicePair,
+    check_output,
+    evaluate,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -125,7 +132,7 @@ def test_existing_reports_are_refused_or_replaced_atomically(result: EvaluationR
     def broken(_: EvaluationResult) -> dict[str, bytes]:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("ldct_clip.report._render_figures", broken)
+    monkeypatch.setattr("ldct_clip.evaluation.report._render_figures", broken)
     (target / "old.txt").write_text("x")
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(result, target, overwrite=True)

@@ -67,6 +67,8 @@ ACCEPTED_MODALITIES: tuple[str, ...] = ("CT", "")
 """DICOM Modality values of usable slices (empty: tag missing, as in some anonymised exports)."""
 MANIFEST_MAGIC = "# ldct_clip manifest v1; root="
 """First line of a manifest CSV, followed by the absolute data root."""
+MANIFEST_CACHE = "manifest.csv"
+"""File name of a scanned manifest kept beside outputs (a run or report folder) and reused by :func:`load_manifest`."""
 
 _TOKEN_SPLIT = re.compile(r"[^A-Za-z0-9.]+")
 
@@ -235,6 +237,40 @@ class Manifest:
             raise InputError(f"{source}: not a text CSV manifest; pass the file prepare_mayo.py wrote") from None
         data_root = Path(root) if root is not None else Path(first[len(MANIFEST_MAGIC) :])
         return cls(root=data_root, rows=rows)
+
+
+def load_manifest(
+    root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, write_cache: bool = False
+) -> Manifest:
+    """A manifest CSV as given, or an AAPM-Mayo tree scanned with :func:`scan_mayo`.
+
+    For a tree, ``cache_dir/manifest.csv`` (:data:`MANIFEST_CACHE`) is reused when it was made from the same
+    root; otherwise the tree is scanned and, with ``write_cache``, the result saved there (never inside the
+    data root: :meth:`Manifest.save` refuses that). Training caches in its run folder; evaluation only reads
+    the cache, because its report folder appears atomically with the manifest inside.
+
+    >>> load_manifest("/no/such/folder")
+    Traceback (most recent call last):
+    ldct_clip.errors.InputError: /no/such/folder: data root not found; pass an AAPM-Mayo folder or a manifest \
+from prepare_mayo.py
+    """
+    source = Path(root)
+    if source.is_file():
+        return Manifest.load(source)
+    if not source.is_dir():
+        raise InputError(f"{source}: data root not found; pass an AAPM-Mayo folder or a manifest from prepare_mayo.py")
+    cached = None if cache_dir is None else Path(cache_dir) / MANIFEST_CACHE
+    if cached is not None and cached.is_file():
+        manifest = Manifest.load(cached)
+        if manifest.root.resolve() == source.resolve():
+            logger.info("reusing the manifest cached in %s", cached)
+            return manifest
+    logger.info("scanning %s for AAPM-Mayo series", source)
+    manifest = scan_mayo(source)
+    if write_cache and cached is not None:
+        manifest.save(cached)
+        logger.info("manifest cached as %s", cached)
+    return manifest
 
 
 def ensure_outside_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:

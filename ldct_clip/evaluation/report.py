@@ -5,11 +5,14 @@ The folder holds ``report.md``, a self-contained ``report.html`` (figures embedd
 ``figures/*.png`` and, for AAPM-Mayo data, the ``manifest.csv`` that was evaluated (reused as a scan cache
 by a later run with ``--overwrite`` into the same folder; pass it as ``--data-root`` to reuse it anywhere).
 The folder is built under a temporary name beside the target and renamed into place, so an interrupted run
-never leaves a partial report; an existing report is replaced only with ``overwrite``.
+never leaves a partial report; an existing report is replaced only with ``overwrite``, and never when it
+holds a file the evaluation read (a checkpoint, a series, the data).
 
-Markdown and HTML are rendered from one list of blocks, so the two always say the same. Every PSNR/SSIM
-table is headed by its preset, window, data_range and slice count; published rows appear only under the
-preset they were measured with, marked as quoted.
+Markdown and HTML are rendered from one list of blocks, so the two always say the same. The report opens
+with its warnings (a random encoder; any method worse than its low-dose input, per preset and patient);
+every PSNR/SSIM table is headed by its preset, window, data_range and slice count, marks the rows worse
+than the input, and is followed by the paired differences with confidence intervals; published rows appear
+only under the preset they were measured with, marked as quoted.
 """
 
 from __future__ import annotations
@@ -35,23 +38,28 @@ from scipy import ndimage
 
 from ldct_clip.atomic import staged_folder
 from ldct_clip.data.hu import WINDOWS
-from ldct_clip.data.mayo import Manifest
+from ldct_clip.data.mayo import MANIFEST_CACHE, Manifest
 from ldct_clip.errors import InputError
-from ldct_clip.evaluation import MANIFEST_CACHE, EvaluationResult, MetricSummary, published_rows
+from ldct_clip.evaluation.published import published_rows
+from ldct_clip.evaluation.run import FIRST_MODEL, FULL_DOSE, LOW_DOSE, EvaluationResult, MetricSummary, worse_than_input
+from ldct_clip.evaluation.statistics import CONFIDENCE, Comparison, PairedDifference
 from ldct_clip.metrics import MetricPreset
 
-__all__ = ["REPORT_FILES", "check_output", "summary_dict", "write_report"]
+__all__ = ["REPORT_FILES", "check_output", "report_warnings", "summary_dict", "write_report"]
 
 REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "metrics.csv", "summary.json")
 """Files every report folder holds (besides ``figures/``)."""
 DISPLAY_WINDOW = WINDOWS["display"]
 """HU window of the images in the figures."""
 QUOTED_MARK = "†"
+WORSE_MARK = "worse than input"
+"""Marker in the tables of a row whose mean is below the low-dose input's."""
 
 _SSIM_WINDOWS = {"same_zero": "11×11 Gaussian (σ 1.5) zero-padded, mean over the whole slice",
                  "valid": "11×11 Gaussian (σ 1.5), mean over the valid window positions"}
 _IMAGE_INCHES = 2.6
 _DPI = 100
+_METRIC_DIGITS = {"psnr": 2, "ssim": 4}
 
 
 # --- folder handling --------------------------------------------------------------------------------------
@@ -59,20 +67,29 @@ _DPI = 100
 
 def check_output(output: str | os.PathLike[str], overwrite: bool = False,
                  inputs: Sequence[str | os.PathLike[str]] = ()) -> Path:
-    """Refuse a report folder that exists (unless ``overwrite``), is a file, or lies inside an input.
+    """Refuse a report folder that exists (unless ``overwrite``), is a file, lies inside an input folder, or
+    holds (or is) anything the evaluation reads, which replacing it would delete.
 
     Called before any work so a wrong ``--output`` costs nothing; :func:`write_report` checks again.
+
+    >>> check_output("/tmp/report", overwrite=True, inputs=["/tmp/report/model.safetensors"])
+    Traceback (most recent call last):
+    ldct_clip.errors.InputError: /tmp/report: holds the input /tmp/report/model.safetensors, which replacing the \
+report would delete; choose another --output
     """
     target = Path(output)
+    resolved = target.expanduser().resolve()
+    for source in inputs:
+        source_path = Path(source).expanduser().resolve()
+        if source_path == resolved or source_path.is_relative_to(resolved):
+            raise InputError(f"{target}: holds the input {source}, which replacing the report would delete; "
+                             "choose another --output")
+        if source_path.is_dir() and resolved.is_relative_to(source_path):
+            raise InputError(f"{target}: inside the input {source}; write the report outside the data folder")
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a folder; choose another --output")
     if target.exists() and not overwrite:
         raise InputError(f"{target}: report folder already exists; choose another --output or pass --overwrite")
-    resolved = target.expanduser().resolve()
-    for source in inputs:
-        source_path = Path(source).expanduser().resolve()
-        if source_path.is_dir() and resolved.is_relative_to(source_path):
-            raise InputError(f"{target}: inside the input {source}; write the report outside the data folder")
     return target
 
 
@@ -87,14 +104,16 @@ def write_report(
 
     Args:
         result: from :func:`ldct_clip.evaluation.evaluate`.
-        output: the report folder to create.
+        output: the report folder to create; it may not hold anything the evaluation read
+            (``result.sources``, the manifest's data root).
         overwrite: replace an existing report folder.
         manifest: the AAPM-Mayo manifest evaluated, kept as ``manifest.csv``.
         command: the command line that produced the result, recorded in the report.
     """
-    target = check_output(output, overwrite)
+    inputs = [*result.sources, *([manifest.root] if manifest is not None else [])]
+    target = check_output(output, overwrite, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_folder(target, before_move=lambda: check_output(target, overwrite)) as temp:
+    with staged_folder(target, before_move=lambda: check_output(target, overwrite, inputs)) as temp:
         (temp / "figures").mkdir()
         figures = _render_figures(result)
         for name, png in figures.items():
@@ -110,6 +129,14 @@ def write_report(
     return target
 
 
+def report_warnings(result: EvaluationResult) -> list[str]:
+    """The warnings at the top of the report, one line each: random encoders, then methods worse than input."""
+    lines = [f"{m.label}: the encoder was randomly initialised (encoder weights: random), not loaded from CLIP. "
+             "These numbers do not measure CLIPDenoising; use them only to check the pipeline."
+             for m in result.models if m.encoder_is_random]
+    return lines + worse_than_input(result)
+
+
 # --- data files ---------------------------------------------------------------------------------------------
 
 
@@ -118,13 +145,14 @@ def _write_metrics_csv(result: EvaluationResult, path: Path) -> None:
     metric_columns = [f"{metric}_{p.name}" for p in result.presets for metric in ("psnr", "ssim")]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "patient", "position_mm", "method", *metric_columns, "low_source", "full_source"])
+        writer.writerow(["index", "patient", "position_mm", "method", "label", *metric_columns, "low_source",
+                         "full_source"])
         for index, pair in enumerate(result.slices):
             for method in result.methods:
                 values = [float(result.scores[p.name][method.key][metric][index])
                           for p in result.presets for metric in ("psnr", "ssim")]
-                writer.writerow([index, pair.patient, pair.position_mm, method.key, *values, pair.low_source,
-                                 pair.full_source])
+                writer.writerow([index, pair.patient, pair.position_mm, method.key, method.label, *values,
+                                 pair.low_source, pair.full_source])
 
 
 def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[str, object]:
@@ -140,16 +168,21 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
                 "label": method.label,
                 "kind": method.kind,
                 **_summary_fields(overall),
-                "per_patient": {p: _summary_fields(result.summary(spec.name, method.key, p)) for p in result.patients},
+                "worse_than_input": list(result.worse_metrics(spec.name, method.key)),
+                "per_patient": {p: {**_summary_fields(result.summary(spec.name, method.key, p)),
+                                    "worse_than_input": list(result.worse_metrics(spec.name, method.key, p))}
+                                for p in result.patients},
             }
         presets[spec.name] = {
             **_preset_fields(spec),
             "slices": len(result.slices),
             "methods": methods,
+            "paired": [_comparison_fields(c) for c in result.comparisons if c.preset == spec.name],
             "published": [{"method": r.method, "psnr": r.psnr, "ssim": r.ssim, "source": r.source}
                           for r in published_rows(spec.name)],
         }
     n = len(result.slices)
+    first = result.models[0]
     return _finite({
         "ldct_clip_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -159,11 +192,15 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
         "published_comparable": result.published_comparable,
         "slices": n,
         "patients": list(result.patients),
-        "model": {"label": result.method("model").label, "encoder_weights": result.encoder_weights,
-                  "encoder_is_random": result.encoder_is_random},
-        "methods": [{"key": m.key, "label": m.label, "kind": m.kind, "details": m.details} for m in result.methods],
+        "warnings": report_warnings(result),
+        "worse_than_input": worse_than_input(result),
+        "model": {"label": first.label, "method": first.method, "encoder_weights": first.encoder_weights,
+                  "encoder_is_random": first.encoder_is_random},
+        "methods": [{"key": m.key, "label": m.label, "kind": m.kind, "details": m.details, "method": m.method,
+                     "source": m.source, "encoder_weights": m.encoder_weights,
+                     "training_noise_sigma": m.training_noise_sigma} for m in result.methods],
         "settings": result.settings,
-        "seconds_per_slice": {key: s / n for key, s in result.seconds.items() if key != "low_dose"},
+        "seconds_per_slice": {key: s / n for key, s in result.seconds.items() if key != LOW_DOSE},
         "presets": presets,
         "hu_fidelity": {
             "rois": [{"method": r.method, "roi": list(r.roi), "auto": r.auto, "bias_hu": r.stats.bias,
@@ -178,6 +215,14 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
 
 def _summary_fields(summary: MetricSummary) -> dict[str, float | int]:
     return {name: getattr(summary, name) for name in ("psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n")}
+
+
+def _comparison_fields(comparison: Comparison) -> dict[str, object]:
+    d = comparison.difference
+    return {"method": comparison.method, "reference": comparison.reference, "metric": comparison.metric,
+            "mean_difference": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high, "confidence": CONFIDENCE,
+            "n": d.n, "resampled": d.resampled, "units": d.units, "p_value": d.p_value, "p_note": d.p_note,
+            "note": d.note}
 
 
 def _preset_fields(spec: MetricPreset) -> dict[str, object]:
@@ -214,15 +259,15 @@ class _Block:
 def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: list[str]) -> list[_Block]:
     n = len(result.slices)
     patients = result.patients
-    blocks = [_Block("heading", f"Evaluation report: {result.method('model').label}", level=1)]
-    if result.encoder_is_random:
-        blocks.append(_Block("warning", "The model's encoder was randomly initialised (encoder weights: random), "
-                                        "not loaded from CLIP. These numbers do not measure CLIPDenoising; use "
-                                        "them only to check the pipeline."))
+    labels = ", ".join(m.label for m in result.models)
+    blocks = [_Block("heading", f"Evaluation report: {labels}", level=1)]
+    warnings = summary["warnings"]
+    assert isinstance(warnings, list)
+    blocks += [_Block("warning", line) for line in warnings]
     blocks.append(_Block("list", items=(
         f"Data: {result.data_description}",
         f"Slices: {n} from {len(patients)} patient(s) ({', '.join(patients)})",
-        f"Model: {result.method('model').label}; encoder weights: {result.encoder_weights}",
+        *(f"Model: {m.label}; {m.details}" for m in result.models),
         f"Device: {result.settings['device']}, precision {result.settings['precision']}, "
         f"batch size {result.settings['batch_size']}",
         f"Created: {summary['created']} with ldct_clip {summary['ldct_clip_version']}",
@@ -234,13 +279,9 @@ def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: 
     blocks.append(_Block("heading", "Figures"))
     for name in figure_names:
         blocks.append(_Block("figure", name, items=(_figure_caption(result, name),)))
+    blocks += _speed_blocks(result, summary)
     blocks.append(_Block("heading", "Methods"))
-    per_slice = summary["seconds_per_slice"]
-    assert isinstance(per_slice, dict)
-    blocks.append(_Block("list", items=tuple(
-        f"{m.label}: {m.details}" + (f"; {per_slice[m.key]:.3g} s per slice" if m.key in per_slice else "")
-        for m in result.methods
-    )))
+    blocks.append(_Block("list", items=tuple(f"{m.label}: {m.details}" for m in result.methods)))
     if result.notes:
         blocks.append(_Block("heading", "Notes"))
         blocks.append(_Block("list", items=tuple(result.notes)))
@@ -254,20 +295,25 @@ def _preset_header(spec: MetricPreset, n: int, what: str) -> str:
             f"SSIM {_SSIM_WINDOWS[spec.ssim_padding]}, {n} slices. {what}")
 
 
+def _worse_cell(result: EvaluationResult, preset: str, method: str, patient: str | None = None) -> str:
+    worse = result.worse_metrics(preset, method, patient)
+    return f"{WORSE_MARK} ({', '.join(m.upper() for m in worse)})" if worse else ""
+
+
 def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]:
     n = len(result.slices)
     rows = []
     for method in result.methods:
         s = result.summary(spec.name, method.key)
         rows.append((method.label, _pm(s.psnr_mean, s.psnr_std, 2), _pm(s.ssim_mean, s.ssim_std, 4),
-                     f"measured on these {s.n} slices"))
+                     f"measured on these {s.n} slices", _worse_cell(result, spec.name, method.key)))
     quoted = published_rows(spec.name)
     for row in quoted:
-        rows.append((f"{row.method} {QUOTED_MARK}", f"{row.psnr:.2f}", f"{row.ssim:.3f}", "quoted from the paper"))
+        rows.append((f"{row.method} {QUOTED_MARK}", f"{row.psnr:.2f}", f"{row.ssim:.3f}", "quoted from the paper", ""))
     blocks = [
         _Block("heading", f"PSNR / SSIM, preset {spec.name}"),
         _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over slices.")),
-        _Block("table", header=("Method", "PSNR (dB)", "SSIM", "Source"), rows=tuple(rows)),
+        _Block("table", header=("Method", "PSNR (dB)", "SSIM", "Source", "Versus input"), rows=tuple(rows)),
     ]
     if quoted:
         note = f"{QUOTED_MARK} {quoted[0].source[0].upper()}{quoted[0].source[1:]}; not recomputed here."
@@ -275,23 +321,80 @@ def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]
             note += (" This evaluation covers other slices than that table (see Data above), so the quoted rows "
                      "are not directly comparable with the measured ones.")
         blocks.append(_Block("paragraph", note))
+    blocks += _paired_blocks(result, spec)
     patient_rows = []
     for patient in result.patients:
         for method in result.methods:
             s = result.summary(spec.name, method.key, patient)
             patient_rows.append((patient, str(s.n), method.label, _pm(s.psnr_mean, s.psnr_std, 2),
-                                 _pm(s.ssim_mean, s.ssim_std, 4)))
+                                 _pm(s.ssim_mean, s.ssim_std, 4), _worse_cell(result, spec.name, method.key, patient)))
     blocks += [
         _Block("heading", f"Per patient, preset {spec.name}", level=3),
         _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over each patient's slices.")),
-        _Block("table", header=("Patient", "Slices", "Method", "PSNR (dB)", "SSIM"), rows=tuple(patient_rows)),
+        _Block("table", header=("Patient", "Slices", "Method", "PSNR (dB)", "SSIM", "Versus input"),
+               rows=tuple(patient_rows)),
     ]
     return blocks
 
 
+def _paired_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]:
+    """Each method minus the first model and minus the low-dose input, with intervals and p-values."""
+    found = [c for c in result.comparisons if c.preset == spec.name and c.metric == "psnr"]
+    if not found:
+        return []
+    first = found[0].difference
+    unit = "patients" if first.resampled == "patients" else "slices"
+    rows = []
+    for reference in (FIRST_MODEL, LOW_DOSE):
+        for c in (c for c in found if c.reference == reference):
+            ssim = result.comparison(spec.name, "ssim", c.method, reference).difference
+            rows.append((result.method(c.method).label, result.method(reference).label,
+                         _difference_cell(c.difference, "psnr"), _p_cell(c.difference),
+                         _difference_cell(ssim, "ssim"), _p_cell(ssim)))
+    notes = sorted({c.difference.note for c in result.comparisons if c.preset == spec.name and c.difference.note})
+    level = f"{CONFIDENCE:.0%}"
+    text = (f"Paired differences, preset {spec.name}: mean over the {first.n} slices of (method − reference), "
+            f"with a {level} bootstrap confidence interval ({result.settings['bootstrap_resamples']} resamples of "
+            f"the {first.units} {unit}, percentile method, seed {result.settings['bootstrap_seed']}) and the "
+            "two-sided Wilcoxon signed-rank p-value over slices. Positive: the method scores higher.")
+    return [
+        _Block("heading", f"Paired differences, preset {spec.name}", level=3),
+        _Block("paragraph", " ".join([text, *(f"Note: {note}." for note in notes)])),
+        _Block("table", header=("Method", "Minus", f"ΔPSNR (dB) [{level} CI]", "p (PSNR)", f"ΔSSIM [{level} CI]",
+                                "p (SSIM)"), rows=tuple(rows)),
+    ]
+
+
+def _difference_cell(d: PairedDifference, metric: str) -> str:
+    digits = _METRIC_DIGITS[metric]
+    if d.ci_low is None or d.ci_high is None:
+        return f"{d.mean:+.{digits}f}"
+    return f"{d.mean:+.{digits}f} [{d.ci_low:+.{digits}f}, {d.ci_high:+.{digits}f}]"
+
+
+def _p_cell(d: PairedDifference) -> str:
+    if d.p_value is None:
+        return f"— ({d.p_note})"
+    return f"{d.p_value:.2g}" if d.p_value >= 1e-4 else "< 0.0001"
+
+
+def _speed_blocks(result: EvaluationResult, summary: dict[str, object]) -> list[_Block]:
+    per_slice = summary["seconds_per_slice"]
+    assert isinstance(per_slice, dict)
+    rows = tuple((result.method(key).label, f"{seconds:.3g}", f"{result.seconds[key]:.1f}")
+                 for key, seconds in per_slice.items())
+    return [
+        _Block("heading", "Seconds per slice"),
+        _Block("paragraph", f"Wall-clock time of each method on the same {len(result.slices)} slices "
+                            f"({result.settings['device']}, {result.settings['precision']}, batch size "
+                            f"{result.settings['batch_size']}), reading and scoring excluded."),
+        _Block("table", header=("Method", "Seconds per slice", "Total seconds"), rows=rows),
+    ]
+
+
 def _hu_blocks(result: EvaluationResult) -> list[_Block]:
     blocks = [_Block("heading", "HU fidelity in flat regions")]
-    first = result.roi_summary("model")
+    first = result.roi_summary(FIRST_MODEL)
     if first is None:
         blocks.append(_Block("paragraph", "No ROIs were measured."))
         return blocks
@@ -328,8 +431,9 @@ def _figure_caption(result: EvaluationResult, name: str) -> str:
     if name.startswith("slice_"):
         index = int(name[len("slice_") : -len(".png")])
         pair = result.slices[index]
-        return (f"Slice {index} ({pair.patient}, {pair.position_mm:.1f} mm): low-dose, model, baselines and full-dose "
-                f"in the [{lo:g}, {hi:g}] HU window with a zoomed inset (top); each minus full-dose, in HU (bottom).")
+        return (f"Slice {index} ({pair.patient}, {pair.position_mm:.1f} mm): low-dose, each model, the baselines and "
+                f"full-dose in the [{lo:g}, {hi:g}] HU window with a zoomed inset (top); each minus full-dose, in HU "
+                "(bottom).")
     preset = name[len("psnr_") : -len(".png")]
     return f"PSNR per slice along z, preset {preset}."
 
@@ -395,7 +499,7 @@ def _html(blocks: list[_Block], figures: dict[str, bytes]) -> str:
 
 def _render_figures(result: EvaluationResult) -> dict[str, bytes]:
     """PNG bytes by file name: one side-by-side figure per kept slice, one PSNR-along-z plot per preset."""
-    figures = {f"slice_{index:04d}.png": _png(_slice_figure(result, index)) for index in sorted(result.figure_images)}
+    figures = {f"slice_{index:04d}.png": _png(_slice_figure(result, index)) for index in result.figure_indices}
     for spec in result.presets:
         figures[f"psnr_{spec.name}.png"] = _png(_psnr_figure(result, spec))
     return figures
@@ -408,14 +512,15 @@ def _png(fig: Figure) -> bytes:
 
 
 def _slice_figure(result: EvaluationResult, index: int) -> Figure:
-    """Low-dose, model, baselines, full-dose in the display window with a zoomed inset; differences below."""
-    images = result.figure_images[index]
-    full = images["full_dose"]
-    keys = ["low_dose", "model", *(m.key for m in result.methods if m.kind == "baseline"), "full_dose"]
-    labels = {m.key: m.label for m in result.methods} | {"full_dose": "Full-dose reference"}
+    """Low-dose, each model, the baselines, full-dose in the display window with a zoomed inset; differences below."""
+    images = result.images[index]
+    full = images[FULL_DOSE]
+    keys = [LOW_DOSE, *(m.key for m in result.models), *(m.key for m in result.methods if m.kind == "baseline"),
+            FULL_DOSE]
+    labels = {m.key: m.label for m in result.methods} | {FULL_DOSE: "Full-dose reference"}
     first = result.presets[0].name
     lo, hi = DISPLAY_WINDOW
-    limit = _difference_limit(images["low_dose"] - full)
+    limit = _difference_limit(images[LOW_DOSE] - full)
     zoom = _zoom_box(full)
 
     fig = Figure(figsize=(_IMAGE_INCHES * len(keys), 2 * _IMAGE_INCHES + 0.6), layout="constrained")
@@ -423,13 +528,13 @@ def _slice_figure(result: EvaluationResult, index: int) -> Figure:
     for column, key in enumerate(keys):
         top, bottom = axes[0, column], axes[1, column]
         label = textwrap.fill(labels[key], 30)
-        if key != "full_dose":
+        if key != FULL_DOSE:
             label += (f"\n{result.scores[first][key]['psnr'][index]:.2f} dB / "
                       f"{result.scores[first][key]['ssim'][index]:.4f}")
         top.imshow(images[key], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         top.set_title(label, fontsize=8)
         _inset(top, images[key], zoom, lo, hi)
-        if key != "full_dose":
+        if key != FULL_DOSE:
             shown = bottom.imshow(images[key] - full, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
             bottom.set_title(textwrap.fill(labels[key], 30) + "\n− full-dose", fontsize=8)
         for ax in (top, bottom):
