@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -144,3 +145,139 @@ def test_volume_validation() -> None:
     volume = CTVolume(hu, [1, 2, 3], [4, 5, 6], np.eye(3).tolist(), None, "x")  # type: ignore[arg-type]
     assert volume.spacing == (1.0, 2.0, 3.0) and volume.shape == (2, 3, 4)
     assert isinstance(volume.direction, np.ndarray) and volume.source == Path("x")
+
+
+# --- corrupt files and degenerate headers (issue 12: adversarial inputs) ------------------------------------
+
+
+def _nifti(tmp_path: Path, name: str, data: np.ndarray | None = None, affine: np.ndarray | None = None,
+           qform: bool = True) -> nib.Nifti1Image:
+    """A small NIfTI image (not yet saved) with an sform (``affine``) and optionally the same qform."""
+    values = np.random.default_rng(0).uniform(-1000, 1000, (16, 12, 4)).astype(np.float32) if data is None else data
+    matrix = np.diag([0.7, 0.7, 2.5, 1.0]) if affine is None else affine
+    image = nib.Nifti1Image(values, None)
+    image.set_sform(matrix, code="scanner")
+    image.set_qform(matrix if qform else None, code="scanner" if qform else 0)
+    return image
+
+
+def _save(tmp_path: Path, name: str, image: nib.Nifti1Image) -> Path:
+    nib.save(image, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+def test_truncated_file_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    file = _save(tmp_path, name, _nifti(tmp_path, name))
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])  # in the middle of the gzip stream / of the voxels
+    with pytest.raises(InputError, match=rf"{name}: .*truncated or corrupt.*re-export it") as info:
+        read_nifti(file)
+    assert "\n" not in str(info.value)
+    file.write_bytes(data[:200])  # inside the header
+    with pytest.raises(InputError, match=rf"{name}: cannot read as NIfTI.*truncated, corrupt or not NIfTI"):
+        read_nifti(file)
+
+
+def _geometry_case(case: str) -> nib.Nifti1Image:
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    affine[:3, 3] = (10, 20, 30)
+    if case == "nan-translation":
+        affine[0, 3] = np.nan
+    elif case == "singular":
+        affine[:3, 2] = affine[:3, 0]
+    elif case == "zero-axis":
+        affine[2, 2] = 0.0
+    elif case == "skewed-rows":
+        affine[1, 0] = 0.3
+    if case.startswith("pixdim"):
+        image = nib.Nifti1Image(np.zeros((16, 12, 4), np.float32), None)
+        image.header.set_sform(None, code=0)
+        if case == "pixdim-qform-zero":
+            image.header.set_qform(affine, code=1)
+        else:
+            image.header.set_qform(None, code=0)
+        image.header["pixdim"][1:4] = (0.0, 0.7, 2.5) if "zero" in case else (np.nan, 0.7, 2.5)
+        return image
+    return _nifti(Path(), "", np.zeros((16, 12, 4), np.float32), affine, qform=False)
+
+
+GEOMETRY_CASES = {
+    "nan-translation": r"the sform affine \[\[0.7, 0, 0, nan\], .* is not finite",
+    "singular": r"the sform affine .* is singular",
+    "zero-axis": r"the sform affine .* is singular",
+    "skewed-rows": r"the sform affine .* has row and column axes 66.8\d\d° apart, not 90°",
+    "pixdim-zero": r"pixdim voxel size \(0.0, .*with no sform or qform it sets the geometry",
+    "pixdim-nan": r"pixdim voxel size \(nan, .*with no sform or qform it sets the geometry",
+    "pixdim-qform-zero": r"pixdim voxel size \(0.0, .*the qform scales by it",
+}
+
+
+@pytest.mark.parametrize("case", GEOMETRY_CASES)
+def test_degenerate_geometry_is_refused_naming_file_and_geometry(tmp_path: Path, case: str) -> None:
+    file = _save(tmp_path, f"{case}.nii", _geometry_case(case))
+    with pytest.raises(InputError, match=rf"{case}.nii: {GEOMETRY_CASES[case]}.*geometry") as info:
+        read_nifti(file)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_voxels_refused(tmp_path: Path, dtype: type) -> None:
+    data = (np.ones((8, 8, 3)) + 1j).astype(dtype)
+    file = _save(tmp_path, "complex.nii.gz", nib.Nifti1Image(data, np.eye(4)))
+    with pytest.raises(InputError, match=r"complex.nii.gz: complex voxels \(complex\d+\); CT volumes are real"):
+        read_nifti(file)
+
+
+def test_rgb_and_vector_voxels_still_refused(tmp_path: Path) -> None:
+    rgb = np.zeros((8, 8, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    file = _save(tmp_path, "rgb.nii", nib.Nifti1Image(rgb, np.eye(4)))
+    with pytest.raises(InputError, match="rgb.nii: holds a 3-D image with 3 components per voxel"):
+        read_nifti(file)
+    vector = _save(tmp_path, "vector.nii", nib.Nifti1Image(np.zeros((8, 8, 3, 1, 2), np.float32), np.eye(4)))
+    with pytest.raises(InputError, match="vector.nii: holds a 3-D image with 2 components per voxel"):
+        read_nifti(vector)
+    single = _save(tmp_path, "single.nii", nib.Nifti1Image(np.zeros((8, 8, 3, 1), np.float32), np.eye(4)))
+    assert read_nifti(single).shape == (3, 8, 8)  # a trailing axis of size 1 is still one volume
+
+
+@pytest.mark.parametrize(("slope", "inter"), [(1e38, 0.0), (1e30, -1024.0), (1.0, 2e6)])
+def test_scaling_beyond_any_hu_is_refused_naming_scl(tmp_path: Path, slope: float, inter: float) -> None:
+    image = nib.Nifti1Image(np.full((8, 8, 3), 3000, np.int16), np.eye(4))
+    image.header.set_slope_inter(slope, inter)
+    file = _save(tmp_path, "scaled.nii", image)
+    with pytest.raises(InputError, match=r"scaled.nii: scl_slope .* / scl_inter .*corrupt: fix scl_slope/scl_inter"):
+        read_nifti(file)
+    header = bytearray(file.read_bytes())
+    header[112:116] = np.float32(np.inf).tobytes()  # scl_slope; nibabel alone would read the values unscaled
+    file.write_bytes(bytes(header))
+    with pytest.raises(InputError, match="scaled.nii: scl_slope is inf"):
+        read_nifti(file)
+
+
+def test_huge_unscaled_values_refused(tmp_path: Path) -> None:
+    file = _save(tmp_path, "huge.nii", nib.Nifti1Image(np.full((8, 8, 3), 1e30, np.float32), np.eye(4)))
+    with pytest.raises(InputError, match="huge.nii: voxels range from 1e.30 to 1e.30, beyond .*not a CT volume"):
+        read_nifti(file)
+
+
+def test_scaled_integer_nifti_reads_as_hu(tmp_path: Path) -> None:
+    image = nib.Nifti1Image(np.arange(8 * 8 * 3, dtype=np.int16).reshape(8, 8, 3), np.eye(4))
+    image.header.set_slope_inter(0.5, -1024)
+    volume = read_nifti(_save(tmp_path, "scaled.nii.gz", image))
+    np.testing.assert_array_equal(volume.hu, (np.arange(8 * 8 * 3).reshape(8, 8, 3) * 0.5 - 1024).T)
+    assert volume.hu.flags.c_contiguous
+
+
+def test_geometry_matches_simpleitk_for_a_nibabel_file(tmp_path: Path) -> None:
+    """RAS -> LPS and the axis order agree with SimpleITK on a file SimpleITK did not write."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0.8, 0, 0], [0, 0.6 * _C, -2.5 * _S], [0, 0.6 * _S, 2.5 * _C]])
+    affine[:3, 3] = (-30, 12.5, 40)
+    file = _save(tmp_path, "oblique.nii.gz", _nifti(tmp_path, "", affine=affine))
+    ours, theirs = read_nifti(file), sitk.ReadImage(str(file))
+    assert ours.spacing == pytest.approx(theirs.GetSpacing()[::-1], abs=1e-5)
+    assert ours.origin == pytest.approx(theirs.GetOrigin(), abs=1e-4)
+    np.testing.assert_allclose(ours.direction, np.reshape(theirs.GetDirection(), (3, 3)).T, atol=1e-6)
+    np.testing.assert_array_equal(ours.hu, sitk.GetArrayFromImage(theirs))
+    assert ours.regular_grid
