@@ -165,3 +165,33 @@ def test_snapshot_file_passed_as_a_path_is_recorded_by_its_snapshot_path(
     encoder = CLIPEncoder(snapshot)
     _assert_trunk_is(encoder, weights)
     assert encoder.weight_source == str(snapshot) and encoder.weight_sha256 == digest
+
+
+_CHILD = """
+import socket, sys
+
+def refuse(*args, **kwargs):
+    raise SystemExit(f"network attempt: {args!r}")
+
+socket.getaddrinfo = socket.socket.connect = refuse
+from ldct_clip.models.encoder import CLIPEncoder
+
+encoder = CLIPEncoder("openai")
+print(encoder.weight_sha256)
+print(encoder.weight_source)
+"""
+
+
+@pytest.mark.slow
+def test_offline_cache_through_the_environment_alone(weights: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """As a user runs it: HF_HUB_CACHE and HF_HUB_OFFLINE set before Python starts, nothing patched in-process."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "hub"
+    snapshot, digest = _put_in_cache(cache, SAFETENSORS_NAME, weights, tmp_path / "staged")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sha, source = done.stdout.splitlines()[-2:]
+    assert sha == digest and str(snapshot) in source
