@@ -73,29 +73,48 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
-from skimage.transform import iradon, radon
 from tqdm import tqdm
 
 from ldct_clip.atomic import move_into_place, partial_path
 from ldct_clip.errors import InputError
 from ldct_clip.io import CTVolume, read_volume, write_dicom_series
+from ldct_clip.projectors import (
+    DEFAULT_FILTER,
+    DEFAULT_GEOMETRY,
+    DEFAULT_PROJECTOR,
+    FILTERS,
+    GEOMETRIES,
+    PROJECTORS,
+    Geometry,
+    Projector,
+    get_projector,
+    make_geometry,
+    resolve_projector,
+)
+from ldct_clip.projectors.geometry import VIEWS_PER_PIXEL, default_views
 
 __all__ = [
     "AIR_CONTENT_HU",
+    "DEFAULT_BATCH",
     "DEFAULT_ELECTRONIC_NOISE",
     "DEFAULT_FILTER",
+    "DEFAULT_GEOMETRY",
     "DEFAULT_PHOTONS",
+    "DEFAULT_PROJECTOR",
     "FILTERS",
     "FULL_DOSE_FOLDER",
+    "GEOMETRIES",
     "LOW_DOSE_FOLDER",
     "MIN_COUNTS",
     "MU_WATER_PER_MM",
+    "PROJECTORS",
     "RECORD_NAME",
     "ROUNDTRIP_SLICES",
     "VIEWS_PER_PIXEL",
@@ -116,14 +135,10 @@ DEFAULT_ELECTRONIC_NOISE = 10.0
 """Standard deviation of the detector's electronic noise, in photon counts."""
 MIN_COUNTS = 1.0
 """Floor (photons) for a reduced-dose reading before the log; rays expecting fewer keep their expectation."""
-FILTERS: tuple[str, ...] = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
-"""Filters of scikit-image's ``iradon`` accepted for the back-projection."""
-DEFAULT_FILTER = "ramp"
-"""Ram-Lak ramp filter: no smoothing beyond the pixel grid's own."""
 AIR_CONTENT_HU = -500.0
 """Pixels above this HU must lie inside the projected circle; pixels at or below it may be left out as air."""
-VIEWS_PER_PIXEL = math.pi / 2
-"""Views over 180° per pixel of the projected square's side (angular Nyquist sampling)."""
+DEFAULT_BATCH = 8
+"""Slices per call of the fast projectors (``nufft``, ``torch``): their sampling is computed once per batch."""
 ROUNDTRIP_SLICES = 8
 """Evenly spaced slices on which :func:`simulate_series` measures the projector's round-trip error."""
 FULL_DOSE_FOLDER = "full_1mm"
@@ -182,27 +197,16 @@ def add_dose_reduction_noise(
     return p + np.log(expected / counts)
 
 
-# --- geometry --------------------------------------------------------------------------------------------
+# --- where slices sit in the projected square -------------------------------------------------------------
 
 
-def default_views(size: int) -> int:
-    """Views over 180° for a projected square of ``size`` pixels: ⌈π/2 · size⌉.
-
-    >>> default_views(512)
-    805
-    """
-    return math.ceil(VIEWS_PER_PIXEL * size)
-
-
-@dataclass(frozen=True, eq=False)
-class _Geometry:
-    """Where slices sit in the projected square, and the views and filter used on them."""
+@dataclass(frozen=True)
+class _Placement:
+    """Where Y × X slices sit in the size × size square that is projected."""
 
     size: int
     offset: tuple[int, int]
     shape: tuple[int, int]
-    theta: np.ndarray
-    filter_name: str
 
     def embed(self, image: np.ndarray) -> np.ndarray:
         """``image`` (Y × X) centred in the size × size square, zero outside the projected circle."""
@@ -213,9 +217,9 @@ class _Geometry:
         return square
 
     def crop(self, square: np.ndarray) -> np.ndarray:
-        """The Y × X slice back out of the square."""
+        """The Y × X slice(s) back out of the square(s) (last two axes)."""
         (oy, ox), (rows, columns) = self.offset, self.shape
-        return square[oy : oy + rows, ox : ox + columns]
+        return square[..., oy : oy + rows, ox : ox + columns]
 
     def circle(self) -> np.ndarray:
         """Mask of the projected circle in the square (scikit-image's reconstruction circle)."""
@@ -230,18 +234,8 @@ class _Geometry:
         inscribed = (y - (rows - 1) / 2) ** 2 + (x - (columns - 1) / 2) ** 2 <= (min(rows, columns) / 2) ** 2
         return inscribed & self.crop(self.circle())
 
-    def project(self, mu: np.ndarray) -> np.ndarray:
-        """Sinogram (size × views) of an embedded slice, in μ × pixels."""
-        return radon(mu, theta=self.theta, circle=True)
 
-    def reconstruct(self, sinogram: np.ndarray) -> np.ndarray:
-        """Filtered back-projection of a sinogram onto the square, cropped to the slice."""
-        square = iradon(sinogram, theta=self.theta, output_size=self.size, filter_name=self.filter_name,
-                        circle=True)
-        return self.crop(square)
-
-
-def _geometry(hu: np.ndarray, n_angles: int | None, filter_name: str) -> _Geometry:
+def _placement(hu: np.ndarray) -> _Placement:
     """Smallest projected square whose circle holds every non-air pixel of every slice of ``hu`` (Z×Y×X)."""
     _, rows, columns = hu.shape
     size = max(rows, columns)
@@ -259,9 +253,7 @@ def _geometry(hu: np.ndarray, n_angles: int | None, filter_name: str) -> _Geomet
     y, x = y[beyond], x[beyond]
     while y.size and outside(size, y, x).any():
         size += 1
-    views = default_views(size) if n_angles is None else n_angles
-    theta = np.linspace(0.0, 180.0, views, endpoint=False)
-    return _Geometry(size, offset(size), (rows, columns), theta, filter_name)
+    return _Placement(size, offset(size), (rows, columns))
 
 
 def _attenuation(hu: np.ndarray) -> np.ndarray:
@@ -269,46 +261,97 @@ def _attenuation(hu: np.ndarray) -> np.ndarray:
     return np.maximum(MU_WATER_PER_MM * (1.0 + hu.astype(np.float64) / 1000.0), 0.0)
 
 
-# --- per-slice work (module level, so process pools can pickle it) -----------------------------------------
+@dataclass(frozen=True)
+class _Setup:
+    """Everything but the slices that a batch of work needs (picklable, for process pools)."""
+
+    placement: _Placement
+    geometry: Geometry
+    projector: str
+    filter_name: str
+    threads: int
+
+    def build(self) -> Projector:
+        return _projector(self.projector, self.geometry, self.filter_name, self.threads)
+
+
+@lru_cache(maxsize=4)
+def _projector(name: str, geometry: Geometry, filter_name: str, threads: int) -> Projector:
+    """One projector per setting and process: the fast ones precompute their sampling."""
+    return get_projector(name, geometry, filter_name, threads)
+
+
+def _setup(volume: np.ndarray, spacing_mm: float, geometry: str, n_angles: int | None, projector: str,
+           filter_name: str, threads: int) -> _Setup:
+    placement = _placement(volume)
+    scan = make_geometry(geometry, placement.size, spacing_mm, _check_angles(n_angles))
+    return _Setup(placement, scan, resolve_projector(projector, scan), _check_filter(filter_name), threads)
+
+
+# --- batches of slices (module level, so process pools can pickle the work) ---------------------------------
 
 
 @dataclass(frozen=True, eq=False)
 class _NoiseTask:
     hu: np.ndarray
-    spacing_mm: float
     dose: float
     photons: float
     electronic_noise: float
-    seed: np.random.SeedSequence
-    geometry: _Geometry
+    seeds: tuple[np.random.SeedSequence, ...]
+    setup: _Setup
 
 
 def _noise_hu(task: _NoiseTask) -> np.ndarray:
-    """HU noise of one slice: 1000/μ_water · FBP(noisy p − p)."""
-    g = task.geometry
-    p = g.project(g.embed(_attenuation(task.hu))) * task.spacing_mm
-    noisy = add_dose_reduction_noise(p, task.dose, task.photons, task.electronic_noise,
-                                     np.random.default_rng(task.seed))
-    delta_mu = g.reconstruct((noisy - p) / task.spacing_mm)
-    return (1000.0 / MU_WATER_PER_MM * delta_mu).astype(np.float32)
+    """HU noise of a batch of slices: 1000/μ_water · FBP(noisy p − p), each slice with its own stream."""
+    s = task.setup
+    projector = s.build()
+    mu = np.stack([s.placement.embed(_attenuation(image)) for image in task.hu])
+    p = projector.forward(mu)
+    difference = np.stack([
+        add_dose_reduction_noise(sinogram, task.dose, task.photons, task.electronic_noise,
+                                 np.random.default_rng(seed)) - sinogram
+        for sinogram, seed in zip(p, task.seeds)
+    ])
+    return (1000.0 / MU_WATER_PER_MM * s.placement.crop(projector.fbp(difference))).astype(np.float32)
 
 
-def _roundtrip_squares(task: tuple[np.ndarray, _Geometry]) -> tuple[float, int]:
-    """Sum of squared HU round-trip errors inside the field of view of one slice, and the pixel count."""
-    hu, g = task
-    mu = g.embed(_attenuation(hu))
-    error_hu = 1000.0 / MU_WATER_PER_MM * (g.reconstruct(g.project(mu)) - g.crop(mu))
-    fov = g.field_of_view()
-    return float(np.sum(error_hu[fov] ** 2)), int(fov.sum())
+def _roundtrip_squares(task: tuple[np.ndarray, _Setup]) -> tuple[float, int]:
+    """Sum of squared HU round-trip errors inside the field of view of a batch of slices, and the pixel count."""
+    hu, s = task
+    projector = s.build()
+    mu = np.stack([s.placement.embed(_attenuation(image)) for image in hu])
+    error_hu = 1000.0 / MU_WATER_PER_MM * s.placement.crop(projector.fbp(projector.forward(mu)) - mu)
+    fov = s.placement.field_of_view()
+    return float(np.sum(error_hu[:, fov] ** 2)), int(fov.sum()) * len(hu)
 
 
-def _map(function: Callable[[_T], _R], tasks: Sequence[_T], workers: int, progress: bool, what: str) -> list[_R]:
-    """``function`` over ``tasks`` in order: in this process, or in a pool of ``workers`` processes."""
-    bar = {"total": len(tasks), "desc": what, "unit": "slice", "disable": not progress}
-    if workers == 1 or len(tasks) == 1:
-        return [function(task) for task in tqdm(tasks, **bar)]
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-        return list(tqdm(pool.map(function, tasks), **bar))
+def _map(function: Callable[[_T], _R], tasks: Sequence[_T], sizes: Sequence[int], processes: int, progress: bool,
+         what: str) -> list[_R]:
+    """``function`` over ``tasks`` (batches of ``sizes`` slices) in order, here or in ``processes`` processes."""
+    results: list[_R] = []
+    with tqdm(total=sum(sizes), desc=what, unit="slice", disable=not progress) as bar:
+        if processes == 1 or len(tasks) == 1:
+            for task, size in zip(tasks, sizes):
+                results.append(function(task))
+                bar.update(size)
+            return results
+        with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
+            for result, size in zip(pool.map(function, tasks), sizes):
+                results.append(result)
+                bar.update(size)
+    return results
+
+
+def _batches(count: int, batch_size: int) -> list[slice]:
+    return [slice(start, min(count, start + batch_size)) for start in range(0, count, batch_size)]
+
+
+def _plan(setup: _Setup, workers: int, batch_size: int | None) -> tuple[int, int]:
+    """(batch size, processes): scikit-image works slice by slice in ``workers`` processes; the fast projectors
+    take batches of :data:`DEFAULT_BATCH` in this process, with ``workers`` threads."""
+    if setup.projector == "skimage":
+        return batch_size or 1, workers
+    return batch_size or DEFAULT_BATCH, 1
 
 
 # --- public API on arrays -----------------------------------------------------------------------------------
@@ -325,12 +368,16 @@ def simulate_low_dose(
     progress: bool = False,
     n_angles: int | None = None,
     filter_name: str = DEFAULT_FILTER,
+    projector: str = DEFAULT_PROJECTOR,
+    geometry: str = DEFAULT_GEOMETRY,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Reduced-dose version (float32 HU, same shape) of a normal-dose slice or volume; see the module docstring.
 
     Only the extra noise of the reduced dose is added, so ``dose`` = 1 returns the input unchanged and
-    the added noise std grows like √(1/dose − 1). Reproducible: the same ``seed`` gives the same output
-    for any ``workers``.
+    the added noise std grows like √(1/dose − 1). Reproducible: the same ``seed`` gives the same noise draws
+    for any ``workers`` and ``batch_size`` (each slice has its own stream), and the same output up to
+    floating-point rounding of the projector (bitwise with ``skimage``).
 
     Args:
         hu: HU values, one slice (Y × X) or a volume (Z × Y × X) of axial slices.
@@ -340,10 +387,14 @@ def simulate_low_dose(
             values simulate noisier normal-dose scans).
         electronic_noise: std of the detector's electronic noise in photon counts (typically 3 to 10).
         seed: seed of the noise; slice ``i`` uses the ``i``-th stream spawned from it.
-        workers: processes working on slices in parallel (None: one per CPU core).
+        workers: CPU cores to use (None: all): processes for ``skimage``, threads for ``nufft``.
         progress: show a tqdm progress bar over slices.
-        n_angles: views over 180° (None: :func:`default_views` of the projected square's side).
+        n_angles: views over 180° (parallel; None: :func:`default_views` of the projected square's side) or
+            over 360° (fan; None: the scanner's 1152).
         filter_name: FBP filter, one of :data:`FILTERS`.
+        projector: one of :data:`~ldct_clip.projectors.PROJECTORS` (``skimage`` is the reference).
+        geometry: ``parallel`` or ``fan`` (:data:`~ldct_clip.projectors.GEOMETRIES`).
+        batch_size: slices per projector call (None: 1 for ``skimage``, :data:`DEFAULT_BATCH` otherwise).
 
     Raises:
         InputError: ``hu`` not 2-D/3-D or not finite, or an argument out of range.
@@ -361,16 +412,16 @@ def simulate_low_dose(
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed={seed!r}: must be an integer >= 0")
     pool_size = _check_workers(workers)
-    geometry = _geometry(volume, _check_angles(n_angles), _check_filter(filter_name))
+    setup = _setup(volume, float(spacing_mm), geometry, n_angles, projector, filter_name, pool_size)
+    size, processes = _plan(setup, pool_size, _check_batch(batch_size))
     if dose == 1.0:  # the added noise is exactly zero: skip the projections
         return np.array(hu, dtype=np.float32)
     seeds = np.random.SeedSequence(int(seed)).spawn(volume.shape[0])
-    tasks = [
-        _NoiseTask(volume[z], float(spacing_mm), float(dose), float(photons), float(electronic_noise), seeds[z],
-                   geometry)
-        for z in range(volume.shape[0])
-    ]
-    noise = np.stack(_map(_noise_hu, tasks, pool_size, progress, f"simulating {dose * 100:g}% dose"))
+    parts = _batches(volume.shape[0], size)
+    tasks = [_NoiseTask(volume[b], float(dose), float(photons), float(electronic_noise), tuple(seeds[b]), setup)
+             for b in parts]
+    noise = np.concatenate(_map(_noise_hu, tasks, [len(seeds[b]) for b in parts], processes, progress,
+                                f"simulating {dose * 100:g}% dose"))
     return (volume + noise).reshape(np.shape(hu))
 
 
@@ -380,13 +431,18 @@ def project_roundtrip_error(
     filter_name: str = DEFAULT_FILTER,
     workers: int | None = None,
     progress: bool = False,
+    projector: str = DEFAULT_PROJECTOR,
+    geometry: str = DEFAULT_GEOMETRY,
+    spacing_mm: float = 1.0,
+    batch_size: int | None = None,
 ) -> float:
-    """RMS HU of FBP(radon(x)) − x inside the field of view, with the projector :func:`simulate_low_dose` uses.
+    """RMS HU of FBP(forward(x)) − x inside the field of view, with the projector :func:`simulate_low_dose` uses.
 
     x is the attenuation of ``hu`` (clipped at 0 as for the simulation); the field of view is the disc
     inscribed in the slice. The simulation never adds this error to its output (it reconstructs only the
     noise); the number says how faithful the projector pair is for this image, i.e. how far from the
-    original a low-dose image would be if it were reconstructed in full.
+    original a low-dose image would be if it were reconstructed in full. ``spacing_mm`` matters for the fan
+    geometry only (parallel beam is scale-free).
 
     >>> phantom = np.full((32, 32), -1000.0, np.float32)
     >>> phantom[8:24, 8:24] = 0.0
@@ -394,13 +450,18 @@ def project_roundtrip_error(
     True
     """
     volume = _check_hu(hu)
-    geometry = _geometry(volume, _check_angles(n_angles), _check_filter(filter_name))
-    return _roundtrip_rms(volume, geometry, _check_workers(workers), progress)
+    _check_positive("spacing_mm", spacing_mm)
+    pool_size = _check_workers(workers)
+    setup = _setup(volume, float(spacing_mm), geometry, n_angles, projector, filter_name, pool_size)
+    return _roundtrip_rms(volume, setup, pool_size, _check_batch(batch_size), progress)
 
 
-def _roundtrip_rms(volume: np.ndarray, geometry: _Geometry, workers: int, progress: bool) -> float:
-    parts = _map(_roundtrip_squares, [(s, geometry) for s in volume], workers, progress, "projector round trip")
-    return math.sqrt(sum(total for total, _ in parts) / max(1, sum(count for _, count in parts)))
+def _roundtrip_rms(volume: np.ndarray, setup: _Setup, workers: int, batch_size: int | None, progress: bool) -> float:
+    size, processes = _plan(setup, workers, batch_size)
+    parts = _batches(volume.shape[0], size)
+    results = _map(_roundtrip_squares, [(volume[b], setup) for b in parts], [b.stop - b.start for b in parts],
+                   processes, progress, "projector round trip")
+    return math.sqrt(sum(total for total, _ in results) / max(1, sum(count for _, count in results)))
 
 
 # --- DICOM headers for volumes without them -------------------------------------------------------------------
@@ -485,6 +546,9 @@ def simulate_series(
     roundtrip_slices: int = ROUNDTRIP_SLICES,
     overwrite: bool = False,
     progress: bool = False,
+    projector: str = DEFAULT_PROJECTOR,
+    geometry: str = DEFAULT_GEOMETRY,
+    batch_size: int | None = None,
 ) -> Path:
     """Simulate a reduced-dose copy of a CT series and write the pair in the AAPM-Mayo layout.
 
@@ -510,14 +574,18 @@ def simulate_series(
     clipped to the source's stored range like any DICOM output (with unsigned storage and intercept
     −1024, noise in air below −1024 HU is clipped, as on a scanner). Everything is written into a hidden
     staging folder in ``output_root`` and renamed into place once complete: a new patient folder in one
-    rename, into an existing one folder by folder. The input is only read.
+    rename, into an existing one folder by folder. The input is only read, and may not lie inside the
+    patient folder (which ``overwrite`` may replace). The output root is created (and the staging folder
+    made in it) before anything is computed, so an unwritable output fails at once. ``projector``,
+    ``geometry`` and ``batch_size`` are those of :func:`simulate_low_dose` and are recorded.
 
     Returns:
         The patient folder ``<output_root>/<patient>``.
 
     Raises:
         InputError: unreadable input, non-square pixels, a bad argument, an output inside the input
-            folder, or existing output folders without ``overwrite``.
+            folder, an input inside the patient folder, an output root that cannot be created or written,
+            or existing output folders without ``overwrite``.
     """
     _check_dose(dose)
     _check_photons(photons, electronic_noise)
@@ -531,6 +599,11 @@ def simulate_series(
         raise InputError(f"{output_root}: exists and is not a folder; pass a folder for the Mayo layout")
     if source.is_dir() and root.resolve().is_relative_to(source.resolve()):
         raise InputError(f"{output_root}: inside the input folder {source}; write the simulation elsewhere")
+    if source.resolve().is_relative_to(patient_dir.resolve()):
+        raise InputError(
+            f"{input_path}: inside the patient folder {patient_dir} that this run writes (and --overwrite may "
+            "replace); choose another output root or --patient, or move the input out of it"
+        )
     volume = read_volume(source)
     full_folder, low_folder = dose_folders(volume.spacing[0])
     targets = [patient_dir / full_folder, patient_dir / low_folder, patient_dir / RECORD_NAME]
@@ -547,12 +620,22 @@ def simulate_series(
         )
     _check_hu(volume.hu)
 
-    geometry = _geometry(volume.hu, _check_angles(n_angles), _check_filter(filter_name))
     pool_size = _check_workers(workers)
-    sample = np.unique(np.linspace(0, volume.shape[0] - 1, roundtrip_slices).round().astype(int))
-    roundtrip = _roundtrip_rms(volume.hu[sample], geometry, pool_size, progress)
-    low = simulate_low_dose(volume.hu, spacing_x, dose, photons, electronic_noise, seed, pool_size, progress,
-                            n_angles=len(geometry.theta), filter_name=filter_name)
+    setup = _setup(volume.hu, spacing_x, geometry, n_angles, projector, filter_name, pool_size)
+    batch = _check_batch(batch_size)
+    scan = setup.geometry
+    stage, created = _stage_in(root, patient)  # fails now, not after the whole series is computed
+    try:
+        sample = np.unique(np.linspace(0, volume.shape[0] - 1, roundtrip_slices).round().astype(int))
+        roundtrip = _roundtrip_rms(volume.hu[sample], setup, pool_size, batch, progress)
+        low = simulate_low_dose(volume.hu, spacing_x, dose, photons, electronic_noise, seed, pool_size, progress,
+                                n_angles=scan.views, filter_name=filter_name, projector=setup.projector,
+                                geometry=geometry, batch_size=batch)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # deepest first; only the empty folders this run made
+            _remove_if_empty(folder)
+        raise
 
     settings = {
         "source": str(source.resolve()),
@@ -560,8 +643,10 @@ def simulate_series(
         "photons": float(photons),
         "electronic_noise": float(electronic_noise),
         "seed": int(seed),
-        "views": len(geometry.theta),
-        "projected_square": geometry.size,
+        "views": scan.views,
+        "geometry": scan.name,
+        "projector": setup.projector,
+        "projected_square": scan.size,
         "filter": filter_name,
         "mu_water_per_mm": MU_WATER_PER_MM,
         "pixel_mm": spacing_x,
@@ -573,17 +658,15 @@ def simulate_series(
     description = f"simulated {dose * 100:g}% dose (ldct_clip, Poisson+Gaussian, I0={_compact(photons)})"
     derivation = (
         f"{description}: projection-domain noise insertion (Yu 2012, Zeng 2015) from the normal dose; "
-        f"electronic noise {electronic_noise:g} counts, seed {seed}, {len(geometry.theta)} parallel views, "
-        f"{filter_name} FBP of the noise only; projector round trip {roundtrip:.1f} HU RMS (not in the image)"
+        f"electronic noise {electronic_noise:g} counts, seed {seed}, {scan.views} {scan.name}-beam views "
+        f"({setup.projector} projector), {filter_name} FBP of the noise only; projector round trip "
+        f"{roundtrip:.1f} HU RMS (not in the image)"
     )
     headers = volume.slice_headers or ct_headers_for_volume(volume, patient)
     study, frame = generate_uid(), generate_uid()  # one new study per simulated patient, shared by both doses
     full = _with_patient(volume, headers, patient, study, frame, keep_description=True)
     reduced = _with_patient(volume, headers, patient, study, frame, keep_description=False)
 
-    root.mkdir(parents=True, exist_ok=True)
-    stage = partial_path(root / patient)
-    stage.mkdir()
     try:
         write_dicom_series(full, volume.hu, stage / full_folder, description="normal dose",
                            derivation="Normal-dose source rewritten unchanged by ldct_clip.simulate (new UIDs)")
@@ -597,6 +680,32 @@ def simulate_series(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return patient_dir
+
+
+def _stage_in(root: Path, patient: str) -> tuple[Path, list[Path]]:
+    """Create ``root`` (and missing parents) and a hidden staging folder for ``patient`` in it.
+
+    Returns the staging folder and the folders created for ``root``, deepest first. Any OS error (a file
+    in the path, a read-only or virtual file system, no permission) is an InputError naming ``root``.
+    """
+    missing = [folder for folder in (root, *root.parents) if not folder.exists()]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        stage = partial_path(root / patient)
+        stage.mkdir()
+    except OSError as err:
+        for folder in missing:
+            _remove_if_empty(folder)
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"{root}: cannot create the output folder there ({reason}); pass a writable folder") from None
+    return stage, missing
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def dose_folders(slice_spacing_mm: float) -> tuple[str, str]:
@@ -676,6 +785,12 @@ def _check_angles(n_angles: int | None) -> int | None:
     if n_angles is not None and (not isinstance(n_angles, int) or isinstance(n_angles, bool) or n_angles < 1):
         raise InputError(f"n_angles={n_angles!r}: must be an integer >= 1 (or None for the default)")
     return n_angles
+
+
+def _check_batch(batch_size: int | None) -> int | None:
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise InputError(f"batch_size={batch_size!r}: must be an integer >= 1 (or None for the default)")
+    return batch_size
 
 
 def _check_filter(filter_name: str) -> str:
