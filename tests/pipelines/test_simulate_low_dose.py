@@ -104,3 +104,67 @@ def test_missing_input_prints_one_line(script: ModuleType, tmp_path: Path, capsy
     assert run_cli(script.main, ["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and err.count("\n") == 1
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_input_inside_the_patient_folder_is_refused_even_with_overwrite(
+        script: ModuleType, series: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12: --input R/SIM001/full_1mm --output R --patient SIM001 --overwrite replaced its own input."""
+    root = tmp_path / "R"
+    assert run_cli(script.main, ["--input", str(series), "--output", str(root), "--workers", "1",
+                                 "--roundtrip-slices", "1"]) == 0
+    before = _digests(root)
+    capsys.readouterr()
+    inside = root / "SIM001" / FULL_DOSE_FOLDER
+    for patient_arg in (["--patient", "SIM001"], []):
+        args = ["--input", str(inside), "--output", str(root), *patient_arg, "--overwrite", "--workers", "1"]
+        assert run_cli(script.main, args) == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert "inside the patient folder" in err and str(inside) in err and err.count("\n") == 1
+    assert _digests(root) == before  # nothing replaced, nothing staged
+    assert sorted(p.name for p in root.iterdir()) == ["SIM001"]
+    # the same series used as input for another patient is fine: it lies outside SIM002
+    assert run_cli(script.main, ["--input", str(inside), "--output", str(root), "--patient", "SIM002",
+                                 "--workers", "1", "--roundtrip-slices", "1"]) == 0
+    assert _digests(root / "SIM001") == {k.split("/", 1)[1]: v for k, v in before.items()}
+
+
+@pytest.mark.parametrize("where", ["proc", "file"])
+def test_an_unwritable_output_fails_at_once_with_one_line(script: ModuleType, series: Path, tmp_path: Path,
+                                                          where: str, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: --output /proc/x and --output some_file/out failed only after the whole series was computed."""
+    if where == "file":
+        (tmp_path / "some_file").write_text("not a folder")
+        output = tmp_path / "some_file" / "out"
+    else:
+        output = Path("/proc/ldct_clip_test/out")
+    import ldct_clip.simulate as simulate
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("computed before checking the output")
+
+    monkeypatch.setattr(simulate, "simulate_low_dose", must_not_run)
+    monkeypatch.setattr(simulate, "_roundtrip_rms", must_not_run)
+    assert run_cli(script.main, ["--input", str(series), "--output", str(output), "--workers", "1"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {output}: cannot create the output folder") and err.count("\n") == 1
+    assert (tmp_path / "some_file").is_file() or where == "proc"
+
+
+def test_geometry_projector_and_batch_options(script: ModuleType, series: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--input", str(series), "--output", str(tmp_path), "--geometry", "fan", "--projector", "torch",
+            "--views", "96", "--batch-size", "2", "--roundtrip-slices", "1", "--workers", "1"]
+    assert run_cli(script.main, args) == 0
+    record = json.loads((tmp_path / "SIM001" / RECORD_NAME).read_text())
+    assert (record["geometry"], record["projector"], record["views"]) == ("fan", "torch", 96)
+    assert "96 fan-beam views, torch projector" in capsys.readouterr().out
+    bad = ["--input", str(series), "--output", str(tmp_path / "x"), "--geometry", "fan", "--projector", "skimage"]
+    assert run_cli(script.main, bad) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "projector='skimage': parallel beam only" in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
