@@ -1,6 +1,7 @@
 """Turn an :class:`~ldct_clip.evaluation.EvaluationResult` into a report folder.
 
-The folder holds ``report.md``, a self-contained ``report.html`` (figures embedded as base64 PNG),
+The folder holds ``report.md``, a self-contained ``report.html`` (figures embedded as base64 PNG, and an
+interactive viewer of the kept slices, :mod:`ldct_clip.viewer`),
 ``metrics.csv`` (one row per slice and method, one PSNR and SSIM column per preset), ``summary.json``,
 ``figures/*.png`` and, for AAPM-Mayo data, the ``manifest.csv`` that was evaluated (reused as a scan cache
 by a later run with ``--overwrite`` into the same folder; pass it as ``--data-root`` to reuse it anywhere).
@@ -9,7 +10,8 @@ never leaves a partial report; an existing report is replaced only with ``overwr
 holds a file the evaluation read (a checkpoint, a series, the data).
 
 Markdown and HTML are rendered from one list of blocks, so the two always say the same. The report opens
-with its warnings (a random encoder; any method worse than its low-dose input, per preset and patient);
+with its warnings (a random encoder; any method worse than its low-dose input, per preset and patient; a
+training noise far from the series' noise);
 every PSNR/SSIM table is headed by its preset, window, data_range and slice count, marks the rows worse
 than the input, and is followed by the paired differences with confidence intervals; published rows appear
 only under the preset they were measured with, marked as quoted.
@@ -44,6 +46,8 @@ from ldct_clip.evaluation.published import published_rows
 from ldct_clip.evaluation.run import FIRST_MODEL, FULL_DOSE, LOW_DOSE, EvaluationResult, MetricSummary, worse_than_input
 from ldct_clip.evaluation.statistics import CONFIDENCE, Comparison, PairedDifference
 from ldct_clip.metrics import MetricPreset
+from ldct_clip.noise_estimation import NOISE_MISMATCH_FACTOR, sigma_line_value, sigma_to_hu
+from ldct_clip.viewer import Pane, SliceLabel, viewer_html
 
 __all__ = ["REPORT_FILES", "check_output", "report_warnings", "summary_dict", "write_report"]
 
@@ -121,7 +125,7 @@ def write_report(
         summary = summary_dict(result, command)
         _write_metrics_csv(result, temp / "metrics.csv")
         (temp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-        blocks = _blocks(result, summary, list(figures))
+        blocks = _blocks(result, summary, list(figures), _viewer(result))
         (temp / "report.md").write_text(_markdown(blocks), encoding="utf-8")
         (temp / "report.html").write_text(_html(blocks, figures), encoding="utf-8")
         if manifest is not None:
@@ -130,11 +134,27 @@ def write_report(
 
 
 def report_warnings(result: EvaluationResult) -> list[str]:
-    """The warnings at the top of the report, one line each: random encoders, then methods worse than input."""
+    """The warnings at the top of the report, one line each: random encoders, methods worse than their input,
+    training noise far from the series' noise."""
     lines = [f"{m.label}: the encoder was randomly initialised (encoder weights: random), not loaded from CLIP. "
              "These numbers do not measure CLIPDenoising; use them only to check the pipeline."
              for m in result.models if m.encoder_is_random]
-    return lines + worse_than_input(result)
+    return lines + worse_than_input(result) + result.noise_warnings()
+
+
+def _viewer(result: EvaluationResult) -> str | None:
+    """The interactive viewer of the kept slices (low dose, each method, full dose), or None without slices."""
+    indices = list(result.viewer_indices)
+    if not indices or len({result.images[i][FULL_DOSE].shape for i in indices}) > 1:
+        return None  # no slices kept, or patients of different slice sizes: one viewer needs one size
+    keys = [LOW_DOSE, *(m.key for m in result.methods if m.key != LOW_DOSE), FULL_DOSE]
+    labels = {m.key: m.label for m in result.methods} | {FULL_DOSE: "Full-dose reference"}
+    panes = [Pane(key, labels[key], np.stack([result.images[i][key] for i in indices])) for key in keys]
+    slices = [SliceLabel(i, result.slices[i].position_mm, result.slices[i].patient) for i in indices]
+    metrics = {spec.name: {m.key: {metric: result.scores[spec.name][m.key][metric][indices].tolist()
+                                   for metric in ("psnr", "ssim")} for m in result.methods}
+               for spec in result.presets}
+    return viewer_html(panes, slices, metrics, f"{len(indices)} of {len(result.slices)} slices", reference=FULL_DOSE)
 
 
 # --- data files ---------------------------------------------------------------------------------------------
@@ -199,6 +219,7 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
         "methods": [{"key": m.key, "label": m.label, "kind": m.kind, "details": m.details, "method": m.method,
                      "source": m.source, "encoder_weights": m.encoder_weights,
                      "training_noise_sigma": m.training_noise_sigma} for m in result.methods],
+        "noise_level": _noise_fields(result),
         "settings": result.settings,
         "seconds_per_slice": {key: s / n for key, s in result.seconds.items() if key != LOW_DOSE},
         "presets": presets,
@@ -211,6 +232,25 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
         },
         "notes": result.notes,
     })
+
+
+def _noise_fields(result: EvaluationResult) -> dict[str, object]:
+    patients = {}
+    for level in result.noise:
+        low, full = level.low_dose, level.full_dose
+        patients[level.patient] = {
+            "low_dose_sd_hu": None if low is None else low.sd_hu,
+            "full_dose_sd_hu": None if full is None else full.sd_hu,
+            "matching_noise_sigma": None if low is None else float(sigma_line_value(low.sd_hu)),
+            "low_dose_estimate": None if low is None else low.description,
+            "full_dose_estimate": None if full is None else full.description,
+            "note": level.note,
+        }
+    models = {m.key: {"training_noise_sigma": m.training_noise_sigma,
+                      "training_noise_sd_hu": None if m.training_noise_sigma is None
+                      else sigma_to_hu(m.training_noise_sigma)} for m in result.models}
+    return {"method": "flat-regions", "mismatch_factor": NOISE_MISMATCH_FACTOR, "patients": patients,
+            "models": models, "warnings": result.noise_warnings()}
 
 
 def _summary_fields(summary: MetricSummary) -> dict[str, float | int]:
@@ -256,7 +296,8 @@ class _Block:
     level: int = 2
 
 
-def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: list[str]) -> list[_Block]:
+def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: list[str],
+            viewer: str | None = None) -> list[_Block]:
     n = len(result.slices)
     patients = result.patients
     labels = ", ".join(m.label for m in result.models)
@@ -276,9 +317,15 @@ def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: 
     for spec in result.presets:
         blocks += _preset_blocks(result, spec)
     blocks += _hu_blocks(result)
+    blocks += _noise_blocks(result)
     blocks.append(_Block("heading", "Figures"))
     for name in figure_names:
         blocks.append(_Block("figure", name, items=(_figure_caption(result, name),)))
+    if viewer is not None:
+        blocks.append(_Block("heading", "Interactive viewer"))
+        blocks.append(_Block("viewer", viewer, items=(
+            f"{len(result.viewer_indices)} slices spread over the data, every method beside the low- and full-dose "
+            "images, in real HU (window presets, difference to full dose, zoom).",)))
     blocks += _speed_blocks(result, summary)
     blocks.append(_Block("heading", "Methods"))
     blocks.append(_Block("list", items=tuple(f"{m.label}: {m.details}" for m in result.methods)))
@@ -392,6 +439,35 @@ def _speed_blocks(result: EvaluationResult, summary: dict[str, object]) -> list[
     ]
 
 
+def _noise_blocks(result: EvaluationResult) -> list[_Block]:
+    """Each patient's measured noise beside the noise each model was trained with."""
+    blocks = [_Block("heading", "Noise level"), _Block("paragraph", (
+        "Noise SD of each patient's evaluated slices, estimated by ldct_clip.noise_estimation (flat-regions: the "
+        "most common local standard deviation in soft tissue, on up to 64 slices spread over the patient), and "
+        "the data.noise_sigma (1/255 of the model scale (HU + 1024) / 4096) whose Gaussian noise has the "
+        "low-dose SD. A model trained at a noise more than "
+        f"{NOISE_MISMATCH_FACTOR:g}× away from its input's may remove detail or leave noise (warned at the top)."))]
+    rows = []
+    for level in result.noise:
+        low, full = level.low_dose, level.full_dose
+        rows.append((level.patient, "—" if low is None else f"{low.sd_hu:.1f}",
+                     "—" if full is None else f"{full.sd_hu:.1f}", "—" if low is None else sigma_line_value(low.sd_hu)))
+    blocks.append(_Block("table", header=("Patient", "Low-dose noise SD (HU)", "Full-dose noise SD (HU)",
+                                          "Matching data.noise_sigma"), rows=tuple(rows)))
+    trained = [f"{m.label}: trained with noise sigma {m.training_noise_sigma:g}/255 "
+               f"(≈ {sigma_to_hu(m.training_noise_sigma):.0f} HU)" for m in result.models
+               if m.training_noise_sigma is not None]
+    untrained = [m.label for m in result.models if m.training_noise_sigma is None]
+    if untrained:
+        trained.append(f"{', '.join(untrained)}: no training noise recorded (a method that does not train on added "
+                       "noise, or a checkpoint written before it was recorded).")
+    blocks.append(_Block("list", items=tuple(trained)))
+    notes = [level.note for level in result.noise if level.note]
+    if notes:
+        blocks.append(_Block("paragraph", " ".join(notes)))
+    return blocks
+
+
 def _hu_blocks(result: EvaluationResult) -> list[_Block]:
     blocks = [_Block("heading", "HU fidelity in flat regions")]
     first = result.roi_summary(FIRST_MODEL)
@@ -456,6 +532,8 @@ def _markdown(blocks: list[_Block]) -> str:
             lines.append("")
         elif b.kind == "figure":
             lines += [f"![{b.text}](figures/{b.text})", "", f"*{b.items[0]}*", ""]
+        elif b.kind == "viewer":
+            lines += [f"{b.items[0]} Open report.html to use it.", ""]
     return "\n".join(lines)
 
 
@@ -490,6 +568,9 @@ def _html(blocks: list[_Block], figures: dict[str, bytes]) -> str:
             data = base64.b64encode(figures[b.text]).decode("ascii")
             parts.append(f'<figure><img alt="{esc(b.items[0])}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{esc(b.items[0])}</figcaption></figure>")
+        elif b.kind == "viewer":
+            parts.append(f"<p>{esc(b.items[0])}</p>")
+            parts.append(b.text)  # a self-contained fragment from ldct_clip.viewer
     parts.append("</body></html>")
     return "\n".join(parts)
 

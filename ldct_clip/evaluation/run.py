@@ -10,6 +10,13 @@ Method keys (the ``method`` column of ``metrics.csv``): the first model is ``mod
 paired statistics), further models are keyed by their method name (``noise2sim``, ``redcnn``, ...; ``_2``,
 ``_3`` appended when a name repeats), then ``low_dose`` and the baselines ``tv``, ``bm3d``.
 
+Noise level: per patient, the noise SD of the low-dose and of the full-dose slices is estimated with
+:func:`ldct_clip.noise_estimation.estimate_noise_sd` (``flat-regions``: the peak of the local SD in soft
+tissue) on up to :data:`ldct_clip.noise_estimation.MAX_SLICES` slices spread over the patient's evaluated
+slices, and compared with the noise σ each model was trained with
+(:func:`ldct_clip.noise_estimation.compare_with_training`): a model trained at a very different noise may
+score below its input, and the report says so at its top.
+
 HU fidelity: mean-HU bias and noise standard deviation of every method in flat regions (ROIs). ROIs are
 given as ``(index, y0, x0, h, w)`` boxes, ``index`` counting the evaluated slices (the ``index`` column of
 ``metrics.csv``), or found automatically: in each run of :data:`CHUNK_SLICES` slices of one patient (the
@@ -47,6 +54,8 @@ from ldct_clip.inference import PRECISIONS, VolumeDenoiser
 from ldct_clip.metrics import MetricPreset, RoiStats, find_flat_rois, get_preset, roi_stats, score_slices, summarize
 from ldct_clip.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from ldct_clip.models.encoder import RANDOM
+from ldct_clip.noise_estimation import MAX_SLICES as NOISE_SLICES
+from ldct_clip.noise_estimation import NoiseEstimate, compare_with_training, estimate_noise_sd
 
 __all__ = [
     "CHUNK_SLICES",
@@ -56,6 +65,7 @@ __all__ = [
     "Method",
     "MetricSummary",
     "ModelEntry",
+    "NoiseLevel",
     "RoiMeasurement",
     "ct_presets",
     "default_label",
@@ -69,7 +79,11 @@ CT_PRESETS: tuple[str, ...] = ("clipdenoising", "redcnn", "noise2sim")
 CHUNK_SLICES = 16
 """Slices read and processed together (more when a batch size is larger); one automatic ROI per chunk."""
 FIGURE_SLICES = 3
-"""Slices shown side by side in the report by default."""
+"""Slices shown side by side in the report's figures by default."""
+VIEWER_SLICES = 8
+"""Slices in the report's interactive viewer by default. Each keeps one float32 image per method until the
+report is written (about 7 MB per slice at 512×512 with four models and two baselines) and adds about 0.3 MB
+per method to report.html."""
 FIRST_MODEL = "model"
 """Key of the first model: the reference of the paired statistics."""
 LOW_DOSE = "low_dose"
@@ -184,6 +198,16 @@ class RoiMeasurement:
     stats: RoiStats
 
 
+@dataclass(frozen=True)
+class NoiseLevel:
+    """The estimated noise SD of one patient's low-dose and full-dose slices (None with ``note`` when it failed)."""
+
+    patient: str
+    low_dose: NoiseEstimate | None
+    full_dose: NoiseEstimate | None
+    note: str | None = None
+
+
 @dataclass
 class EvaluationResult:
     """Everything a report needs: per-slice scores of every method under every preset, ROI statistics,
@@ -191,7 +215,8 @@ class EvaluationResult:
 
     ``scores[preset][method]["psnr" | "ssim"]`` holds one value per slice of ``slices``; ``images`` maps a
     kept slice index to ``{"low_dose", "full_dose", <method key>...}`` HU images, of which ``figure_indices``
-    become figures; ``comparisons`` holds each method against the first model and against the low-dose input.
+    become figures and ``viewer_indices`` the interactive viewer; ``comparisons`` holds each method against
+    the first model and against the low-dose input; ``noise`` the noise level of each patient.
     """
 
     presets: tuple[MetricPreset, ...]
@@ -201,8 +226,10 @@ class EvaluationResult:
     rois: tuple[RoiMeasurement, ...]
     images: dict[int, dict[str, np.ndarray]]
     figure_indices: tuple[int, ...]
+    viewer_indices: tuple[int, ...]
     seconds: dict[str, float]
     comparisons: tuple[Comparison, ...]
+    noise: tuple[NoiseLevel, ...]
     data_description: str
     split: str | None
     published_comparable: bool
@@ -254,6 +281,20 @@ class EvaluationResult:
         mine, low = self.summary(preset, method, patient), self.summary(preset, LOW_DOSE, patient)
         return tuple(metric for metric in ("psnr", "ssim")
                      if getattr(mine, f"{metric}_mean") < getattr(low, f"{metric}_mean"))
+
+    def noise_warnings(self) -> list[str]:
+        """One line per model and patient whose training noise differs from the low-dose noise by more than
+        :data:`ldct_clip.noise_estimation.NOISE_MISMATCH_FACTOR` (the text of
+        :func:`~ldct_clip.noise_estimation.compare_with_training`)."""
+        lines = []
+        for model in self.models:
+            for level in self.noise:
+                if model.training_noise_sigma is None or level.low_dose is None:
+                    continue
+                warning = compare_with_training(level.low_dose.sd_hu, model.training_noise_sigma)
+                if warning is not None:
+                    lines.append(f"{model.label}, patient {level.patient}: {warning}")
+        return lines
 
     def comparison(self, preset: str, metric: str, method: str, reference: str) -> Comparison:
         """The paired comparison of ``method`` against ``reference``."""
@@ -331,6 +372,7 @@ def evaluate(
     device: str = "auto",
     precision: str = "fp32",
     figure_slices: int = FIGURE_SLICES,
+    viewer_slices: int = VIEWER_SLICES,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     progress: bool = False,
@@ -351,6 +393,8 @@ def evaluate(
         model_label: the label of a model passed alone.
         batch_size, device, precision: as for :class:`ldct_clip.inference.VolumeDenoiser` (every model).
         figure_slices: how many slices (evenly spread) keep their images for the report's figures.
+        viewer_slices: how many slices (evenly spread) keep their images for the report's interactive viewer
+            (see :data:`VIEWER_SLICES` for the memory this takes); 0 leaves the viewer out.
         bootstrap_resamples, seed: of the paired confidence intervals (:mod:`ldct_clip.evaluation.statistics`).
         progress: show a progress bar over the slices.
 
@@ -373,6 +417,7 @@ def evaluate(
     if len(pairs) == 0:
         raise InputError("no slice pairs to evaluate; check the data root, split and thickness")
     _check_count("figure_slices", figure_slices, 0)
+    _check_count("viewer_slices", viewer_slices, 0)
     _check_count("bootstrap_resamples", bootstrap_resamples, 1)
     given_rois = None if rois is None else [_check_roi(roi, pairs) for roi in rois]
     if roi_size is not None:
@@ -392,15 +437,22 @@ def evaluate(
     scores = {p.name: {m.key: {"psnr": np.zeros(n), "ssim": np.zeros(n)} for m in methods} for p in specs}
     seconds = {m.key: 0.0 for m in methods}
     measurements: list[RoiMeasurement] = []
-    shown = _spread(n, figure_slices)
+    figures, viewed = _spread(n, figure_slices), _spread(n, viewer_slices)
+    shown = figures | viewed
     images: dict[int, dict[str, np.ndarray]] = {}
+    noise: list[NoiseLevel] = []
     chunk_size = max(CHUNK_SLICES, *(d.batch_size for d in denoisers))
 
     with tqdm(total=n, unit="slice", desc="evaluating", disable=not progress, dynamic_ncols=True) as bar:
-        for _, indices in pairs.patient_runs():
+        for patient, indices in pairs.patient_runs():
+            for_noise = set(_spread(len(indices), NOISE_SLICES))
+            noise_low, noise_full = [], []
             for start in range(0, len(indices), chunk_size):
                 chunk = indices[start : start + chunk_size]
                 low, full = _read_chunk(pairs, chunk)
+                kept_for_noise = [local for local in range(len(chunk)) if start + local in for_noise]
+                noise_low.append(low[kept_for_noise])
+                noise_full.append(full[kept_for_noise])
                 outputs = {}
                 for m in methods:
                     started = time.perf_counter()
@@ -420,6 +472,7 @@ def evaluate(
                         kept = {key: pred[local].copy() for key, pred in outputs.items()}
                         images[index] = {**kept, FULL_DOSE: full[local].copy()}
                 bar.update(len(chunk))
+            noise.append(_noise_level(patient, np.concatenate(noise_low), np.concatenate(noise_full)))
 
     notes = []
     if baselines is None and not bm3d_available():
@@ -436,9 +489,11 @@ def evaluate(
         scores=scores,
         rois=tuple(measurements),
         images=images,
-        figure_indices=tuple(sorted(shown)),
+        figure_indices=tuple(sorted(figures)),
+        viewer_indices=tuple(sorted(viewed)),
         seconds=seconds,
         comparisons=comparisons,
+        noise=tuple(noise),
         data_description=pairs.description,
         split=pairs.split,
         published_comparable=pairs.published_comparable,
@@ -523,6 +578,19 @@ def _unique_key(name: str, taken: set[str]) -> str:
 def _spread(n: int, count: int) -> set[int]:
     """``count`` slice indices at the centres of equal bins over ``n`` slices (all of them when count >= n)."""
     return set(np.floor((np.arange(count) + 0.5) * n / max(count, 1)).astype(int).tolist())
+
+
+def _noise_level(patient: str, low: np.ndarray, full: np.ndarray) -> NoiseLevel:
+    """Noise SD of a patient's low- and full-dose slices; a failed estimate becomes a note, not an error."""
+    found: list[NoiseEstimate | None] = []
+    notes = []
+    for what, hu in (("low-dose", low), ("full-dose", full)):
+        try:
+            found.append(estimate_noise_sd(hu, method="flat-regions"))  # spread slices: no adjacent-slice check
+        except InputError as err:
+            found.append(None)
+            notes.append(f"{what} noise of {patient} not measured: {err}")
+    return NoiseLevel(patient, found[0], found[1], "; ".join(notes) or None)
 
 
 def _check_count(name: str, value: int, minimum: int) -> None:
