@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -26,13 +27,14 @@ from ldct_clip.atomic import partial_path
 from ldct_clip.data.hu import WINDOWS
 from ldct_clip.viewer.data import ENCODING, pack_slice
 
-__all__ = ["DIFF_RANGE_HU", "VIEWER_WINDOWS", "Pane", "SliceLabel", "viewer_html", "write_viewer"]
+__all__ = ["DIFF_RANGE_HU", "METRIC_DECIMALS", "VIEWER_WINDOWS", "Pane", "SliceLabel", "viewer_html", "write_viewer"]
 
 VIEWER_WINDOWS: tuple[str, ...] = ("abdomen", "lung", "bone", "full")
 """Window presets offered by the viewer (names of :data:`ldct_clip.data.hu.WINDOWS`); the first is the default."""
 DIFF_RANGE_HU = 100
 """Default colour range of the difference pane: ±100 HU spans blue to red."""
-_METRICS = ("psnr", "ssim")
+METRIC_DECIMALS: Mapping[str, int] = MappingProxyType({"psnr": 2, "ssim": 4})
+"""Decimals shown in the page per metric (formatted here, by Python, so they match the report's tables)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def viewer_html(
         panes: the images, all of one Z×Y×X shape, in display order (e.g. low dose, methods, full dose).
         slices: one label per slice (Z of them).
         metrics: ``metrics[preset][pane_key] = {"psnr": [Z values], "ssim": [Z values]}``; the page shows the
-            values of the preset chosen in it. Panes without an entry show none; NaN shows as "–".
+            values of the preset chosen in it, rounded to :data:`METRIC_DECIMALS`. Panes without an entry show
+            none; NaN shows as "–".
         title: shown above the panes.
         reference: key of the full-dose pane: it is labelled "reference" and the page offers a difference
             pane (any other pane minus it, in HU); None offers no difference pane.
@@ -187,7 +190,7 @@ def _check(panes: Sequence[Pane], slices: Sequence[SliceLabel], metrics: Mapping
         for key, values in by_pane.items():
             if key not in keys:
                 raise ValueError(f"metrics[{preset!r}] names pane {key!r}, not a pane; keys: {', '.join(keys)}")
-            for metric in _METRICS:
+            for metric in METRIC_DECIMALS:
                 if len(values[metric]) != shape[0]:
                     raise ValueError(f"metrics[{preset!r}][{key!r}][{metric!r}] holds {len(values[metric])} values "
                                      f"for {shape[0]} slices")
@@ -195,8 +198,9 @@ def _check(panes: Sequence[Pane], slices: Sequence[SliceLabel], metrics: Mapping
 
 
 def _metrics_json(metrics: Mapping | None) -> dict:
-    """Plain lists of floats; NaN and infinities become null (JSON has neither)."""
-    return {str(preset): {str(key): {metric: [float(v) if math.isfinite(v) else None for v in values[metric]]
-                                     for metric in _METRICS}
+    """Values as the text shown (:data:`METRIC_DECIMALS`); NaN and infinities become null, shown as "–"."""
+    return {str(preset): {str(key): {metric: [f"{v:.{digits}f}" if math.isfinite(v) else None
+                                              for v in values[metric]]
+                                     for metric, digits in METRIC_DECIMALS.items()}
                           for key, values in by_pane.items()}
             for preset, by_pane in (metrics or {}).items()}

@@ -187,10 +187,9 @@ function ldctvStart(root) {
       : panes[content].label + (flipped ? " ⇄" : "");
     const m = content >= 0 && state.preset ? (meta.metrics[state.preset] || {})[panes[content].key] : null;
     const reference = content === refIndex;
-    slot.psnr.textContent = reference ? "reference" : m ? `PSNR ${fixed(m.psnr[state.z], 2)} dB` : "";
-    slot.ssim.textContent = m && !reference ? `SSIM ${fixed(m.ssim[state.z], 4)}` : "";
+    slot.psnr.textContent = reference ? "reference" : m ? `PSNR ${m.psnr[state.z] ?? "–"} dB` : "";
+    slot.ssim.textContent = m && !reference ? `SSIM ${m.ssim[state.z] ?? "–"}` : "";
   }
-  function fixed(value, digits) { return value === null || value === undefined ? "–" : Number(value).toFixed(digits); }
   function scale() { return cssWidth / X * state.zoom; }
   function draw() {
     const s = scale() * dpr;
