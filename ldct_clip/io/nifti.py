@@ -48,6 +48,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _PERPENDICULAR_TOLERANCE = 1e-4  # |cos| of the angle between the row and column axes
 _SINGULAR_TOLERANCE = 1e-6  # |det| relative to the product of the axis lengths
+_PIXDIM_AGREEMENT = 1e-5  # relative difference up to which pixdim and the affine's voxel size agree
 
 
 def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
@@ -237,7 +238,12 @@ def _geometry(
         normal = -normal
     origin = _LPS_FROM_RAS @ affine[:3, 3]
     positions = origin + np.arange(n_slices)[:, None] * axes[:, 2]
-    spacing = (float(np.dot(axes[:, 2], normal)), float(lengths[1]), float(lengths[0]))
+    # Where pixdim agrees with the affine it is the voxel size as written (float32, like the affine): taking
+    # it, as ITK does, keeps NIfTI -> NIfTI round trips exact instead of drifting by float32 rounding.
+    sizes = np.array([lengths[0], lengths[1], np.dot(axes[:, 2], normal)])
+    pixdim = np.asarray(written_pixdim, dtype=np.float64)
+    sizes = np.where(np.abs(pixdim - sizes) <= _PIXDIM_AGREEMENT * sizes, pixdim, sizes)
+    spacing = (float(sizes[2]), float(sizes[1]), float(sizes[0]))
     return spacing, (float(origin[0]), float(origin[1]), float(origin[2])), np.array([row, column, normal]), positions
 
 
@@ -245,10 +251,13 @@ def _geometry(
 
 
 def _grid_image(volume: CTVolume, values: np.ndarray) -> sitk.Image:
-    """SimpleITK image of ``values`` on ``volume``'s grid, slice spacing = the mean step along the normal."""
+    """SimpleITK image of ``values`` on ``volume``'s grid; off the grid (evenly spaced, not tilted, but
+    ``spacing[0]``, the median gap, drifting from the mean step) the slice spacing is the mean step."""
     image = sitk.GetImageFromArray(values)
-    _, sy, sx = volume.spacing
-    image.SetSpacing((sx, sy, float(np.dot(volume.slice_step, volume.direction[2]))))
+    sz, sy, sx = volume.spacing
+    if not volume.regular_grid:
+        sz = float(np.dot(volume.slice_step, volume.direction[2]))
+    image.SetSpacing((sx, sy, sz))
     image.SetOrigin(volume.origin)
     image.SetDirection(tuple(float(v) for v in volume.direction.T.ravel()))
     return image
