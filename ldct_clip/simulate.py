@@ -8,9 +8,13 @@ Method (noise insertion in the projection domain, after Yu et al. 2012 and Zeng 
    0.2059 cm²/g at 60 keV and 0.1837 cm²/g at 80 keV; log-log interpolation gives 0.0194 /mm at 70 keV
    and 0.0192 /mm at 72 keV, about the effective energy of a filtered 120 kVp beam. Pixel size comes from
    the volume's in-plane spacing.
-2. Forward projection: parallel-beam Radon transform (scikit-image ``radon``) over
-   ⌈π/2 · S⌉ views in [0°, 180°) (angular Nyquist sampling for an object S pixels across), one detector
-   bin per pixel; line integrals p = radon(μ) · pixel size.
+2. Forward projection (:mod:`ldct_clip.projectors`): by default parallel beam over ⌈π/2 · S⌉ views in
+   [0°, 180°) (angular Nyquist sampling for an object S pixels across), one detector bin per pixel, the
+   operator of scikit-image ``radon``; or (``geometry="fan"``) the fan beam of the Siemens SOMATOM
+   Definition AS+ of the AAPM-Mayo data (1152 views over 360°, 736 equiangular channels). Line integrals
+   p = ∫ μ dl in mm · 1/mm. ``projector`` picks the implementation: ``skimage`` (the reference, one slice
+   at a time), ``nufft`` (the same operators in Fourier space, batched) or ``torch`` (ray-driven, batched,
+   CPU or CUDA; the only one for fan beam).
 3. Noise of the reduced dose (:func:`add_dose_reduction_noise`). The normal-dose scan already holds the
    noise of I0 incident photons per ray (``photons``) and of the detector electronics (σ_e counts,
    ``electronic_noise``). At dose fraction d the expected reading is λ = d · I0 · e^(−p); a reading of the
@@ -24,10 +28,11 @@ Method (noise insertion in the projection domain, after Yu et al. 2012 and Zeng 
    zero at d = 1. Readings below :data:`MIN_COUNTS` photon (or below λ when λ is smaller) are raised to
    that floor before the log: non-positive readings happen once electronic noise dominates a
    photon-starved ray, the log must stay finite, and a ray without added noise must stay unchanged.
-4. −log back to line integrals, and filtered back-projection (scikit-image ``iradon``, linear
-   interpolation, :data:`DEFAULT_FILTER` ramp filter: it adds no smoothing of its own, so the added noise
-   has the finest texture the pixel grid holds; ``filter_name`` offers skimage's smoother windows, e.g.
-   ``"hann"``, for noise closer to soft clinical kernels).
+4. −log back to line integrals, and filtered back-projection with the same projector (parallel beam:
+   ``iradon``'s linear interpolation; fan beam: equiangular fan-beam FBP), :data:`DEFAULT_FILTER` ramp
+   filter: it adds no smoothing of its own, so the added noise has the finest texture the pixel grid
+   holds; ``filter_name`` offers skimage's smoother windows, e.g. ``"hann"``, for noise closer to soft
+   clinical kernels).
 5. The projector's round trip FBP(radon(x)) is not the identity (interpolation blur, edge ringing), so
    only the noise is reconstructed: low = original + 1000/μ_water · (FBP(noisy p) − FBP(noiseless p)),
    computed as FBP of the difference (FBP is linear). The low-dose image therefore keeps the original's
@@ -42,7 +47,8 @@ Geometry: the slice is projected inside the smallest centred circle that holds e
 :data:`AIR_CONTENT_HU` (at least the circle inscribed in the square of the slice's longer side, which is
 the scanner's reconstruction circle for square CT slices); pixels outside that circle are air, are not
 projected and are returned unchanged. Slices are independent: each gets its own random stream spawned
-from ``seed`` and its slice index, so results do not depend on ``workers``.
+from ``seed`` and its slice index, so the noise drawn does not depend on ``workers`` or ``batch_size``
+(the fast projectors' thread count only reorders floating-point sums: below 1e-3 HU).
 
 ``photons`` is an effective count per ray and view, to calibrate against a real scanner (e.g. until the
 simulated quarter dose of an AAPM-Mayo patient shows the noise of its real quarter dose): the image
