@@ -273,10 +273,12 @@ function ldctvStart(root) {
   function bindCanvas(canvas) {
     canvas.addEventListener("wheel", (e) => {
       e.preventDefault();
+      const delta = e.deltaY || e.deltaX;  // shift+wheel scrolls sideways in some browsers
+      if (delta === 0) return;
       if (e.ctrlKey || e.shiftKey) {
         const [px, py] = local(canvas, e);
-        zoomAt(e.deltaY < 0 ? 1.25 : 0.8, px, py);
-      } else if (e.deltaY !== 0) setSlice(state.z + Math.sign(e.deltaY));
+        zoomAt(delta < 0 ? 1.25 : 0.8, px, py);
+      } else setSlice(state.z + Math.sign(delta));
     }, { passive: false });
     canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     canvas.addEventListener("dblclick", resetView);
