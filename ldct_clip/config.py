@@ -3,12 +3,18 @@
 A YAML file maps onto :class:`ExperimentConfig`. Every key is checked: an unknown key is an error that
 names it and the nearest valid key, and every value is checked against its field's type, so a typo never
 silently falls back to a default.
+
+The top-level ``method`` (default ``clipdenoising``) picks the denoising method from
+:mod:`ldct_clip.methods`; the ``model`` section holds that method's own settings dataclass (for
+clipdenoising :class:`~ldct_clip.models.denoiser.DenoiserConfig`), so the settings a checkpoint records
+and the settings a config accepts are one and the same class.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -22,16 +28,6 @@ from ldct_clip.errors import InputError
 from ldct_clip.metrics import PRESETS
 
 DATA_KINDS = ("mayo", "image_folder", "paired_folder")
-
-
-@dataclass
-class ModelConfig:
-    """Arguments of :class:`~ldct_clip.models.denoiser.CLIPDenoiser`."""
-
-    in_channels: int = 1
-    encoder_weights: str = "openai"
-    bn: Literal["adapt", "frozen"] = "adapt"
-    pfa_gamma: float = 0.025
 
 
 @dataclass
@@ -59,25 +55,53 @@ class DataConfig:
     workers: int = 2
     val_max_slices: int | None = None
     validation_patients: tuple[str, ...] = ()
+    neighbor_slices: int = 2
+    mask_threshold_hu: float = 30.0
+    train_on_test_low_dose: bool = False
+    patches_per_slice: int = 10
+
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "ramped", "step", "warmup")
 
 
 @dataclass
 class OptimConfig:
-    """AdamW, L1 loss and gradient clipping (released configs)."""
+    """Optimizer (``adamw`` or ``adam``, torch's), gradient-norm clipping and an optional weight EMA.
 
+    Defaults are CLIPDenoising's released recipe (AdamW, lr 3e-4, weight decay 1e-4, clip 0.01).
+    ``grad_clip: null`` clips nothing; ``ema_decay`` keeps an exponential moving average of the weights
+    (torch's ``AveragedModel``), which validation, ``best`` and ``last`` then use (ScoreSDE: 0.9999).
+    """
+
+    name: Literal["adamw", "adam"] = "adamw"
     lr: float = 3e-4
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.01
+    grad_clip: float | None = 0.01
+    ema_decay: float | None = None
 
 
 @dataclass
 class ScheduleConfig:
-    """Learning rate: flat for ``flat_iterations`` then cosine down to ``eta_min`` at ``iterations``."""
+    """Learning rate over ``iterations`` steps, one of :data:`SCHEDULES`:
 
+    - ``cosine``: flat for ``flat_iterations`` then cosine down to ``eta_min`` (CLIPDenoising);
+    - ``ramped``: cosine ramp-up over the first ``rampup_fraction`` of the steps and squared-cosine
+      ramp-down over the last ``rampdown_fraction`` (Noise2Sim's RampedLR, here per step, not per epoch);
+    - ``step``: multiplied by ``gamma`` at each of ``milestones`` (RED-CNN: once, at 3000);
+    - ``warmup``: linear warm-up over ``warmup_iterations`` then constant (ScoreSDE).
+    """
+
+    kind: Literal["cosine", "ramped", "step", "warmup"] = "cosine"
     iterations: int = 40_000
     flat_iterations: int = 0
     eta_min: float = 1e-6
+    rampup_fraction: float = 0.1
+    rampdown_fraction: float = 0.3
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    warmup_iterations: int = 0
 
 
 @dataclass
@@ -106,35 +130,62 @@ class ExperimentConfig:
     """One training experiment; see ``configs/*.yaml``."""
 
     name: str = "experiment"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    method: str = "clipdenoising"
+    model: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        from ldct_clip.methods import get_method
+
+        method = get_method(self.method)
+        if self.model is None:
+            self.model = method.settings_type()
+        elif not isinstance(self.model, method.settings_type):
+            raise InputError(f"invalid config: model settings of type {type(self.model).__name__} do not belong to "
+                             f"method {self.method!r} ({method.settings_type.__name__})")
         if self.train.metric_preset is None:  # the paper's recipe for the model's kind of image
-            self.train.metric_preset = "natural" if self.model.in_channels == 3 else "clipdenoising"
+            self.train.metric_preset = "natural" if self.in_channels == 3 else method.paper_preset
+        multiple = max(method.size_multiple, 32 if self.method == "clipdenoising" else 1)
+        o, s = self.optim, self.schedule
+        finite = all(math.isfinite(v) for v in (o.lr, o.weight_decay, s.eta_min, s.gamma, *o.betas))
         checks = [
-            (self.model.in_channels in (1, 3), "model.in_channels must be 1 (CT) or 3 (RGB)"),
-            (self.model.pfa_gamma >= 0, "model.pfa_gamma must be >= 0"),
-            (self.data.patch_size >= 32 and self.data.patch_size % 32 == 0,
-             "data.patch_size must be a multiple of 32 (>= 32)"),
+            (self.data.patch_size >= multiple and self.data.patch_size % multiple == 0,
+             f"data.patch_size must be a multiple of {multiple} (>= {multiple}) for method {self.method}"),
             (self.data.noise_sigma >= 0, "data.noise_sigma must be >= 0"),
             (self.data.workers >= 0, "data.workers must be >= 0"),
             (self.data.val_max_slices is None or self.data.val_max_slices >= 1,
              "data.val_max_slices must be >= 1 (or null for all)"),
             (self.train.metric_preset in PRESETS,
              f"train.metric_preset must be one of {', '.join(PRESETS)}, got {self.train.metric_preset!r}"),
-            ((self.train.metric_preset == "natural") == (self.model.in_channels == 3),
+            ((self.train.metric_preset == "natural") == (self.in_channels == 3),
              "train.metric_preset must be 'natural' for RGB models (in_channels 3) and a CT preset "
              "(clipdenoising, redcnn, noise2sim) for CT models (in_channels 1)"),
             (not self.data.validation_patients or self.data.kind == "mayo",
              "data.validation_patients applies to data.kind mayo only; use data.val_root for image folders"),
-            (self.optim.lr > 0 and self.optim.grad_clip > 0, "optim.lr and optim.grad_clip must be > 0"),
-            (self.schedule.iterations > 0, "schedule.iterations must be > 0"),
-            (0 <= self.schedule.flat_iterations < self.schedule.iterations,
-             "schedule.flat_iterations must be in [0, schedule.iterations)"),
+            (finite, "optim.lr, optim.weight_decay, optim.betas, schedule.eta_min and schedule.gamma must be finite"),
+            (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+            (o.grad_clip is None or (math.isfinite(o.grad_clip) and o.grad_clip > 0),
+             f"optim.grad_clip must be > 0 (or null for no clipping), got {o.grad_clip}"),
+            (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
+            (all(0 <= b < 1 for b in o.betas), f"optim.betas must both be in [0, 1), got {list(o.betas)}"),
+            (o.ema_decay is None or 0 < o.ema_decay < 1,
+             f"optim.ema_decay must be in (0, 1) or null, got {o.ema_decay}"),
+            (s.iterations > 0, "schedule.iterations must be > 0"),
+            (0 <= s.flat_iterations < s.iterations, "schedule.flat_iterations must be in [0, schedule.iterations)"),
+            (0 <= s.eta_min < o.lr, f"schedule.eta_min must be in [0, optim.lr), got {s.eta_min}"),
+            (0 <= s.rampup_fraction and 0 <= s.rampdown_fraction and s.rampup_fraction + s.rampdown_fraction <= 1,
+             "schedule.rampup_fraction and schedule.rampdown_fraction must be >= 0 and add up to at most 1"),
+            (all(0 < m < s.iterations for m in s.milestones) and list(s.milestones) == sorted(set(s.milestones)),
+             "schedule.milestones must be increasing steps inside (0, schedule.iterations)"),
+            (0 < s.gamma <= 1, f"schedule.gamma must be in (0, 1], got {s.gamma}"),
+            (0 <= s.warmup_iterations < s.iterations, "schedule.warmup_iterations must be in [0, schedule.iterations)"),
+            (self.data.neighbor_slices >= 1, "data.neighbor_slices must be >= 1"),
+            (math.isfinite(self.data.mask_threshold_hu) and self.data.mask_threshold_hu > 0,
+             "data.mask_threshold_hu must be > 0"),
+            (self.data.patches_per_slice >= 1, "data.patches_per_slice must be >= 1"),
             (self.train.batch_size > 0, "train.batch_size must be > 0"),
             (0 <= self.train.mixup_prob <= 1, "train.mixup_prob must be in [0, 1]"),
             (self.train.mixup_beta > 0, "train.mixup_beta must be > 0"),
@@ -145,6 +196,11 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"invalid config: {message}")
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels of the method's network (1 for CT, 3 for RGB)."""
+        return int(getattr(self.model, "in_channels", 1))
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -170,11 +226,13 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not path.is_file():
         raise InputError(f"{path}: config file not found; pass one of the YAML files in configs/")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (not UTF-8); pass a YAML config such as configs/*.yaml") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise InputError(f"{path}: not valid YAML{line}; fix the file") from None
+        raise InputError(f"{path}: not valid YAML{line} ({_yaml_problem(err)}); fix the file") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a config must be a YAML mapping of sections, got {type(raw).__name__}")
     try:
@@ -191,8 +249,19 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise InputError(f"override {item!r} must look like section.key=value, e.g. model.pfa_gamma=0.05")
-        _set_path(raw, key.strip(), yaml.safe_load(text) if text.strip() else None)
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise InputError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); "
+                             "quote it or fix the brackets") from None
+        _set_path(raw, key.strip(), value)
     return _build(ExperimentConfig, raw, prefix="")
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's one-line reason (e.g. an unknown ``!!python/...`` tag, which safe_load never executes)."""
+    problem = getattr(err, "problem", None) or type(err).__name__
+    return " ".join(str(problem).split())[:120]
 
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
@@ -219,6 +288,13 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise InputError(f"{where} must be a mapping of keys, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    if cls is ExperimentConfig:  # the model section's type is the chosen method's settings
+        from ldct_clip.methods import get_method
+
+        method = raw.get("method", ExperimentConfig.method)
+        if not isinstance(method, str):
+            raise InputError(f"config key 'method' must be a method name, got {method!r}")
+        hints = {**hints, "model": get_method(method).settings_type}
     values = {}
     for key, value in raw.items():
         if key not in fields:
@@ -230,7 +306,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             values[key] = _build(hint_type, value, prefix=f"{prefix}{key}.")
         else:
             values[key] = _coerce(value, hint_type, f"{prefix}{key}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:  # a settings dataclass's own check (InputError is a ValueError too)
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"invalid config: {where}: {err}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

@@ -1,4 +1,4 @@
-"""Denoise CT volumes with a trained CLIPDenoiser: the in-memory API and the read -> denoise -> write pipeline.
+"""Denoise CT volumes with a trained model of any method: the in-memory API and the read -> denoise -> write pipeline.
 
 :func:`denoise_volume` takes HU and gives HU: slices go through the model in batches on the model scale
 ((HU + 1024) / 4096, :mod:`ldct_clip.data.hu`) under ``torch.inference_mode``. :func:`denoise_series` reads a
@@ -25,10 +25,8 @@ so an interrupted run never leaves a partial series that looks complete.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import functools
-import json
 import logging
 import os
 import platform
@@ -39,24 +37,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydicom.misc import is_dicom
 from torch import nn
-from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 from tqdm.auto import tqdm
 
-from ldct_clip.data.hu import hu_to_model, model_to_hu
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
 from ldct_clip.io.dicom import write_dicom_series
 from ldct_clip.io.nifti import NIFTI_SUFFIXES, write_nifti
 from ldct_clip.io.read import read_volume
 from ldct_clip.io.volume import CTVolume
-from ldct_clip.models.checkpoint import load_checkpoint, read_checkpoint_metadata
-from ldct_clip.models.denoiser import SIZE_MULTIPLE, CLIPDenoiser
+from ldct_clip.models.checkpoint import checkpoint_settings, load_checkpoint
+from ldct_clip.models.denoiser import SIZE_MULTIPLE
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM
+
+if TYPE_CHECKING:
+    from ldct_clip.methods import Method
 
 __all__ = [
     "BATCH_SIZES",
@@ -85,15 +86,18 @@ SERIES_DESCRIPTION = "ldct_clip denoised"
 class VolumeDenoiser:
     """A model prepared once for inference, applied to any number of HU volumes.
 
-    The model is copied, so the caller's module keeps its mode, device and memory format; the copy is in
-    eval mode, on ``device``, in channels-last format, with the encoder's BatchNorm folded into its
-    convolutions (the same arithmetic, fewer passes over memory).
+    Works for every method (:mod:`ldct_clip.methods`): slices go to the method's intensity scale, are
+    padded by reflection to the sizes its network needs, denoised by its inference procedure (one forward
+    pass, or a sampler of ``steps`` steps) and mapped back to HU. The model is copied, so the caller's
+    module keeps its mode and device; CLIPDenoising's copy is in channels-last format with the encoder's
+    BatchNorm folded into its convolutions (the same arithmetic, fewer passes over memory).
 
     Args:
-        model: a CT denoiser (``in_channels=1``).
+        model: a CT model of any method (``in_channels=1``), e.g. from :func:`~ldct_clip.load_checkpoint`.
         batch_size: slices per forward pass; None: :data:`BATCH_SIZES` for the device.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast on CPU and CUDA).
+        steps: sampler steps for methods that sample (ScoreSDE-CT); None: the model's own setting.
 
     >>> denoiser = VolumeDenoiser(CLIPDenoiser(encoder_weights="random"), batch_size=2, device="cpu")
     >>> denoiser(np.zeros((3, 40, 40), np.float32)).shape
@@ -101,17 +105,26 @@ class VolumeDenoiser:
     """
 
     def __init__(
-        self, model: CLIPDenoiser, batch_size: int | None = None, device: str = "auto", precision: str = "fp32"
+        self, model: nn.Module, batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
+        steps: int | None = None,
     ) -> None:
+        from ldct_clip.methods import get_method
+
         _check_ct_model(model)
         _check_settings(batch_size, precision)
+        _check_steps(steps)
+        self.method = get_method(model.method)
         self.device = resolve_device(device)
         self.batch_size = BATCH_SIZES.get(self.device.type, 1) if batch_size is None else batch_size
         self.precision = precision
-        self.model = _inference_copy(model, self.device)
+        self.steps = steps
+        self.model = self.method.prepare(model, self.device)
 
     def __call__(self, hu: np.ndarray, progress: bool = False, desc: str | None = None) -> np.ndarray:
-        """Denoise a Z×Y×X HU volume; returns float32 HU of the same shape."""
+        """Denoise a Z×Y×X HU volume; returns float32 HU of the same shape.
+
+        Raises InputError when the model gives NaN or infinite values (a broken checkpoint), naming the slice.
+        """
         _check_volume(hu)
         out = np.empty(hu.shape, dtype=np.float32)
         with _retain_freed_memory(), torch.inference_mode(), self._precision_context(), tqdm(
@@ -119,10 +132,15 @@ class VolumeDenoiser:
         ) as bar:
             for start in range(0, hu.shape[0], self.batch_size):
                 stop = min(start + self.batch_size, hu.shape[0])
-                x = torch.from_numpy(hu_to_model(np.asarray(hu[start:stop], dtype=np.float32)))[:, None]
-                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-                y = self.model(x)
-                out[start:stop] = model_to_hu(y[:, 0].float().cpu().numpy())
+                x = torch.from_numpy(np.asarray(hu[start:stop], dtype=np.float32))[:, None].to(self.device)
+                y = denoise_hu(self.method, self.model, x, self.steps, progress=False).float().cpu().numpy()[:, 0]
+                bad = ~np.isfinite(y).all(axis=(1, 2))
+                if bad.any():
+                    raise InputError(
+                        f"the model's output is NaN or infinite for slice {start + int(np.flatnonzero(bad)[0])}: "
+                        "its checkpoint is broken (diverged or corrupted weights); use another checkpoint"
+                    )
+                out[start:stop] = y
                 bar.update(stop - start)
         return out
 
@@ -134,13 +152,33 @@ class VolumeDenoiser:
         return nullcontext()
 
 
+def denoise_hu(method: Method, model: nn.Module, hu: torch.Tensor, steps: int | None = None,
+               progress: bool = False) -> torch.Tensor:
+    """Denoise an N×1×H×W HU tensor with ``model`` through ``method``'s scale, padding and procedure.
+
+    The one place that maps HU to a method's network and back: :class:`VolumeDenoiser` and training
+    validation both call it. ``model`` must be in eval mode already.
+    """
+    settings = model.settings
+    x = method.scale(settings).to_unit(hu)
+    h, w = x.shape[-2:]
+    multiple = method.size_multiple
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = method.denoise(model, x, steps, progress)[..., :h, :w]
+    return method.to_hu(settings, y.float(), hu)
+
+
 def denoise_volume(
-    model: CLIPDenoiser,
+    model: nn.Module,
     hu: np.ndarray,
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
     progress: bool = False,
+    steps: int | None = None,
 ) -> np.ndarray:
     """Denoise a CT volume given in HU (Z×Y×X); returns float32 HU of the same shape.
 
@@ -149,13 +187,14 @@ def denoise_volume(
     model, build a :class:`VolumeDenoiser` once instead.
 
     Args:
-        model: a trained CT denoiser (``in_channels=1``); it is not modified.
+        model: a trained CT model of any method (``in_channels=1``); it is not modified.
         hu: finite HU values, any real dtype, shape (Z, Y, X).
         batch_size: slices per forward pass; None: :data:`BATCH_SIZES` for the device.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"`` (bfloat16 autocast: about twice as fast; measured
             1-2 HU RMS from fp32, see ``benchmarks/infer_throughput.py``).
         progress: show a tqdm bar with slices per second.
+        steps: sampler steps for methods that sample (ScoreSDE-CT); None: the model's own setting.
 
     Raises:
         InputError: NaN/Inf voxels, a wrong shape, an RGB model, or a bad argument.
@@ -165,7 +204,8 @@ def denoise_volume(
     (2, 48, 64)
     """
     _check_volume(hu)  # before preparing the model: bad input is reported at once
-    return VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision)(hu, progress=progress)
+    denoiser = VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision, steps=steps)
+    return denoiser(hu, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -184,7 +224,7 @@ class SeriesResult:
 
 
 def denoise_series(
-    checkpoint_or_model: str | os.PathLike[str] | CLIPDenoiser,
+    checkpoint_or_model: str | os.PathLike[str] | nn.Module,
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     fmt: str = "dicom",
@@ -236,7 +276,7 @@ def denoise_series(
             f"{source}: --series-uid picks one series in a single folder; it cannot be combined with a folder "
             "of series folders (batch mode)"
         )
-    if not isinstance(checkpoint_or_model, CLIPDenoiser):
+    if not isinstance(checkpoint_or_model, nn.Module):
         _check_checkpoint(Path(checkpoint_or_model))  # fail fast, before any reading
 
     results: list[SeriesResult | None] = [None] * len(jobs)
@@ -334,11 +374,8 @@ def _holds_dicom(folder: Path) -> bool:
 
 def _check_checkpoint(path: Path) -> None:
     """Refuse unreadable and RGB checkpoints from their metadata alone, before the series is read."""
-    metadata = read_checkpoint_metadata(path)
-    try:
-        in_channels = json.loads(metadata["config"])["in_channels"]
-    except (KeyError, TypeError, ValueError):
-        return  # load_checkpoint explains a broken config
+    _, settings = checkpoint_settings(path)
+    in_channels = getattr(settings, "in_channels", 1)
     if in_channels != 1:
         raise InputError(
             f"{path}: checkpoint is for RGB images (in_channels={in_channels}), not CT; "
@@ -347,20 +384,21 @@ def _check_checkpoint(path: Path) -> None:
 
 
 def _model_and_derivation(
-    checkpoint_or_model: str | os.PathLike[str] | CLIPDenoiser, precision: str
-) -> tuple[CLIPDenoiser, str]:
+    checkpoint_or_model: str | os.PathLike[str] | nn.Module, precision: str
+) -> tuple[nn.Module, str]:
     """The model (loaded when given a path) and the DerivationDescription that names it."""
     from ldct_clip import __version__
+    from ldct_clip.methods import get_method
 
-    if isinstance(checkpoint_or_model, CLIPDenoiser):
+    if isinstance(checkpoint_or_model, nn.Module):
         model, origin = checkpoint_or_model, "an in-memory model"
     else:
         path = Path(checkpoint_or_model)
         model, origin = load_checkpoint(path), f"checkpoint {path.name}"
-    derivation = (
-        f"Denoised by ldct_clip {__version__}: CLIPDenoiser (CLIPDenoising, CVPR 2024, CLIP RN50 encoder), "
-        f"{origin}, encoder weights {_weights_label(model.encoder_weight_source)}, {precision}"
-    )
+    method = get_method(model.method)
+    source = getattr(model, "encoder_weight_source", None)
+    weights = "" if source is None else f", encoder weights {_weights_label(source)}"
+    derivation = f"Denoised by ldct_clip {__version__}: {method.title} ({method.name}), {origin}{weights}, {precision}"
     return model, derivation
 
 
@@ -415,8 +453,8 @@ def _failure(job: _Job, err: Exception, batch: bool) -> SeriesResult:
 
 
 def _check_ct_model(model: object) -> None:
-    if not isinstance(model, CLIPDenoiser):
-        raise TypeError(f"model must be a CLIPDenoiser, got {type(model).__name__}")
+    if not isinstance(model, nn.Module) or not hasattr(model, "method"):
+        raise TypeError(f"model must be a network of an ldct_clip method, got {type(model).__name__}")
     if model.in_channels != 1:
         raise InputError(
             f"checkpoint is for RGB images (in_channels={model.in_channels}), not CT; "
@@ -429,6 +467,11 @@ def _check_settings(batch_size: int | None, precision: str) -> None:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise InputError(f"steps must be a positive integer (sampler steps), got {steps!r}")
 
 
 def _check_volume(hu: object) -> None:
@@ -450,30 +493,6 @@ def _check_volume(hu: object) -> None:
             f"hu contains NaN or infinite values in {bad.size} slice(s), first at index {bad[0]}; "
             "fix the HU conversion of the input"
         )
-
-
-def _inference_copy(model: CLIPDenoiser, device: torch.device) -> CLIPDenoiser:
-    """An eval-mode copy on ``device`` in channels-last format with BatchNorm folded into the encoder's convs."""
-    prepared = copy.deepcopy(model).eval().requires_grad_(False)
-    prepared.add_module("encoder", _fold_batchnorm(prepared.encoder))
-    if prepared.adapter is not None:
-        prepared.adapter.register_forward_hook(_to_channels_last)
-    return prepared.to(device).to(memory_format=torch.channels_last)
-
-
-def _to_channels_last(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-    """Forward hook: the adapter's 3-channel output in channels-last layout.
-
-    A 1-channel input is both channels-first and channels-last, so the 1x1 adapter conv returns
-    channels-first; the decoder's last concat then mixes layouts and takes a slow copying path (about
-    a fifth of the bf16 run time at 512x512).
-    """
-    return output.contiguous(memory_format=torch.channels_last)
-
-
-def _fold_batchnorm(encoder: nn.Module) -> nn.Module:
-    """The encoder with each eval-mode BatchNorm that follows a conv folded into that conv's weights."""
-    return fuse_conv_bn(encoder, inplace=True)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from ldct_clip.cli import run_cli
 from ldct_clip.config import ExperimentConfig, load_config
 from ldct_clip.errors import InputError
-from ldct_clip.training import BEST, CHECKPOINT_DIR, CONFIG_FILE, LAST, RUN_INFO, Trainer
+from ldct_clip.training import BEST, CHECKPOINT_DIR, CONFIG_FILE, LAST, RESUME, RUN_INFO, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ def _new_run_dir(config: ExperimentConfig, output_dir: Path | None) -> Path:
     return output_dir
 
 
+def _check_outside_data(config: ExperimentConfig, run_dir: Path) -> None:
+    """Refuse a run folder inside the data root before anything is written (the data is never written to)."""
+    root = config.data.root
+    if root is not None and Path(root).is_dir() and run_dir.resolve().is_relative_to(Path(root).resolve()):
+        raise InputError(f"{run_dir}: inside the data root {root}; pick an --output-dir outside the data folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.resume is not None:
@@ -62,17 +70,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--resume continues with the config saved in the run folder (only --data-root may change, "
                              "if the data moved); drop --config/--set, or start a new run to change settings")
         run_dir = args.resume
-        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
-            raise InputError(f"{run_dir}: no {CHECKPOINT_DIR}/{LAST} to resume from; "
-                             "pass a run folder made by ldct-clip-train")
+        if not (run_dir / CHECKPOINT_DIR / RESUME).is_file():
+            older = (run_dir / CHECKPOINT_DIR / LAST).is_file()
+            raise InputError(f"{run_dir}: no {CHECKPOINT_DIR}/{RESUME} to resume from; " + (
+                "the run was made by an ldct_clip before 0.2, whose training state cannot be resumed exactly: "
+                f"start a new run (its {CHECKPOINT_DIR}/{LAST} still works for inference)" if older else
+                "pass a run folder made by ldct-clip-train"))
         config = _with_data_root(load_config(run_dir / CONFIG_FILE, args.overrides), args.data_root)
     else:
         if args.config is None:
             raise InputError("pass --config CONFIG.yaml (see configs/) or --resume RUN_DIR")
         config = _with_data_root(load_config(args.config, args.overrides), args.data_root)
         run_dir = _new_run_dir(config, args.output_dir)
-    trainer = Trainer(config, run_dir, resume=args.resume is not None)
-    result = trainer.run()
+    _check_outside_data(config, run_dir)
+    created = not run_dir.exists()
+    try:
+        trainer = Trainer(config, run_dir, resume=args.resume is not None)
+        result = trainer.run()
+    except BaseException:
+        if created and not (run_dir / RUN_INFO).exists():  # a run that never started leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if trainer.dist.is_main:
         print(f"run folder      : {run_dir}")
         print(f"last checkpoint : {run_dir / CHECKPOINT_DIR / LAST}")

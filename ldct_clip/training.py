@@ -1,16 +1,21 @@
-"""The training loop: AdamW + L1 with gradient clipping, mixup, feature augmentation, validation, resume.
+"""The training loop of every method: optimizer, schedule, optional weight EMA, mixup, validation, resume.
+
+The method (:mod:`ldct_clip.methods`) decides the network, what a batch holds and the loss; this loop is
+the same for all of them (CLIPDenoising: AdamW + L1 with gradient clipping, mixup and feature augmentation).
 
 Reproducibility is built on one rule: everything random in a step (which slices, crops, flips, noise,
 mixup and feature augmentation) is drawn from generators seeded by ``(seed, step, rank)``. A run that is
 stopped and resumed therefore computes exactly the steps an uninterrupted run would, whatever the
 number of DataLoader workers.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel; only the adapter
-and decoder train, each process draws its own batches, and rank 0 validates, logs and saves.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel; only parameters that
+require gradients train (CLIPDenoising: the adapter and decoder), each process draws its own batches, and
+rank 0 validates, logs and saves.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -18,7 +23,6 @@ import os
 import platform
 import random
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,24 +33,27 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from ldct_clip.config import ExperimentConfig, save_config
+from ldct_clip.atomic import partial_path
+from ldct_clip.config import ExperimentConfig, ScheduleConfig, save_config
 from ldct_clip.data.hu import model_to_hu
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
 from ldct_clip.metrics import score_slices
-from ldct_clip.models.checkpoint import load_checkpoint, save_checkpoint
-from ldct_clip.models.denoiser import CLIPDenoiser
+from ldct_clip.models.checkpoint import TRAINING_PREFIX, load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from ldct_clip.models.encoder import RANDOM
 from ldct_clip.training_data import TrainingData, build_training_data
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-LAST, BEST, STATE = "last.safetensors", "best.safetensors", "training_state.pt"
+LAST, BEST, RESUME = "last.safetensors", "best.safetensors", "resume.safetensors"
 METRICS_LOG, CURVES, RUN_INFO, CONFIG_FILE = "metrics.jsonl", "curves.png", "run.json", "config.yaml"
 _REPORTED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "monai", "pydicom", "numpy", "safetensors")
 
@@ -93,15 +100,44 @@ def mixup(
     return lam * noisy + (1 - lam) * noisy[perm], lam * clean + (1 - lam) * clean[perm]
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, iterations: int, flat: int, eta_min: float
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Flat for ``flat`` steps, then cosine annealing to ``eta_min`` at ``iterations`` (released configs)."""
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iterations - flat, eta_min=eta_min)
-    if flat == 0:
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``schedule.kind`` (see :class:`~ldct_clip.config.ScheduleConfig`), stepped
+    once per iteration; torch's schedulers, with :class:`~torch.optim.lr_scheduler.LambdaLR` for the two
+    shapes torch lacks (Noise2Sim's ramps, ScoreSDE's warm-up)."""
+    s, lr = schedule, optimizer.param_groups[0]["lr"]
+    if s.kind == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
+    if s.kind == "warmup":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup, s.warmup_iterations))
+    if s.kind == "ramped":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(_ramped, s.iterations, s.rampup_fraction, s.rampdown_fraction))
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.iterations - s.flat_iterations,
+                                                        eta_min=min(s.eta_min, lr))
+    if s.flat_iterations == 0:
         return cosine
-    constant = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=flat)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [constant, cosine], milestones=[flat])
+    constant = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=s.flat_iterations)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [constant, cosine], milestones=[s.flat_iterations])
+
+
+def _warmup(warmup: int, step: int) -> float:
+    """Linear warm-up factor (ScoreSDE: ``lr * min(step / warmup, 1)``)."""
+    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+
+
+def _ramped(total: int, up: float, down: float, step: int) -> float:
+    """Noise2Sim's RampedLR factor: cosine ramp-up over the first ``up`` of the steps, squared-cosine
+    ramp-down over the last ``down``, 1 in between.
+
+    >>> [round(_ramped(100, 0.1, 0.3, s), 3) for s in (0, 5, 50, 85, 99)]
+    [0.0, 0.5, 1.0, 0.25, 0.0]
+    """
+    t = step / total
+    if up > 0 and t < up:
+        return 0.5 - 0.5 * math.cos(math.pi * t / up)
+    if down > 0 and t > 1 - down:
+        return (0.5 + 0.5 * math.cos(math.pi * (t - (1 - down)) / down)) ** 2
+    return 1.0
 
 
 @dataclass
@@ -132,36 +168,64 @@ class Distributed:
 
 
 def validate(
-    model: CLIPDenoiser, pairs: Dataset, preset: str, device: torch.device, max_items: int | None = None
+    model: nn.Module, pairs: Dataset, preset: str, device: torch.device, max_items: int | None = None,
+    input_scores: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Mean PSNR/SSIM of the model over validation pairs under a metric preset (eval mode, no grad).
 
-    CT pairs are scored in HU; RGB pairs (preset ``natural``) at peak 255 on the clamped output.
-    ``max_items`` pairs are taken evenly spread over all of them (first and last included).
+    CT pairs are scored in HU after the method's own inference (:func:`ldct_clip.inference.denoise_hu`);
+    RGB pairs (preset ``natural``) at peak 255 on the clamped output. ``max_items`` pairs are taken evenly
+    spread over all of them (first and last included). The low-dose input's own scores are returned beside
+    the model's (``val_input_psnr``/``val_input_ssim``; pass ``input_scores`` from an earlier call to skip
+    recomputing them), so a run that has not yet caught up with its input shows it.
     """
+    from ldct_clip.inference import denoise_hu
+    from ldct_clip.methods import get_method
+
     was_training = model.training
     model.eval()
-    psnrs, ssims = [], []
+    method = get_method(model.method)
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
     count = len(pairs) if max_items is None else min(max_items, len(pairs))
     indices = np.unique(np.round(np.linspace(0, len(pairs) - 1, count)).astype(int))  # spread along z
     with torch.inference_mode():
         for i in indices:
             item = pairs[int(i)]
             low = item["low"][None].to(device)
-            pred = model(low).float().cpu().numpy()[0]
             full = item["full"].numpy()
             if model.in_channels == 1:
-                scores = score_slices(model_to_hu(pred), model_to_hu(full), preset)
+                low_hu = model_to_hu(low.float())
+                pred_hu = denoise_hu(method, model, low_hu).float().cpu().numpy()[0]
+                pairs_scored = [("", pred_hu, model_to_hu(full))]
+                if input_scores is None:
+                    pairs_scored.append(("input_", low_hu.cpu().numpy()[0], model_to_hu(full)))
             else:
-                scores = score_slices(np.clip(pred, 0, 1)[None] * 255.0, full[None] * 255.0, preset)
-            psnrs.append(float(scores["psnr"][0]))
-            ssims.append(float(scores["ssim"][0]))
+                pred = model(low).float().cpu().numpy()[0]
+                pairs_scored = [("", np.clip(pred, 0, 1)[None] * 255.0, full[None] * 255.0)]
+                if input_scores is None:
+                    pairs_scored.append(("input_", np.clip(item["low"].numpy(), 0, 1)[None] * 255.0,
+                                         full[None] * 255.0))
+            for prefix, pred_image, target in pairs_scored:
+                result = score_slices(pred_image, target, preset)
+                scores[f"{prefix}psnr"].append(float(result["psnr"][0]))
+                scores[f"{prefix}ssim"].append(float(result["ssim"][0]))
     model.train(was_training)
-    return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)), "val_items": count}
+    inputs = input_scores or {"val_input_psnr": float(np.mean(scores["input_psnr"])),
+                              "val_input_ssim": float(np.mean(scores["input_ssim"]))}
+    return {"val_psnr": float(np.mean(scores["psnr"])), "val_ssim": float(np.mean(scores["ssim"])),
+            "val_items": count, **inputs}
 
 
 class Trainer:
     """Runs one experiment in ``run_dir``; ``resume=True`` continues from the run's saved state.
+
+    The method (``config.method``, :mod:`ldct_clip.methods`) supplies the network, the training data and the
+    loss; the loop itself is the same for every method.
+
+    Checkpoints: ``checkpoints/resume.safetensors`` holds the weights and the whole training state (optimizer
+    tensors, schedule, RNG, step) in one atomically written file, so a kill at any moment leaves a consistent
+    state to resume from; ``last.safetensors`` and ``best.safetensors`` are the model alone (the weight
+    average when ``optim.ema_decay`` is set), for inference and evaluation.
 
     Args:
         config: the validated experiment.
@@ -172,20 +236,25 @@ class Trainer:
 
     def __init__(self, config: ExperimentConfig, run_dir: str | os.PathLike[str], data: TrainingData | None = None,
                  resume: bool = False) -> None:
+        from ldct_clip.methods import get_method
+
         self.config = config
+        self.method = get_method(config.method)
         self.run_dir = Path(run_dir)
         self.dist = Distributed.from_env(config.train.device)
         self.device = self._device()
         self.data = data if data is not None else build_training_data(config, self.run_dir)
         self.model = self._build_model(resume)
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=config.optim.lr, betas=config.optim.betas,
-            weight_decay=config.optim.weight_decay,
-        )
-        s = config.schedule
-        self.scheduler = build_scheduler(self.optimizer, s.iterations, s.flat_iterations, s.eta_min)
+        o = config.optim
+        optimizer = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(self._trainable(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, config.schedule)
+        self.ema = None
+        if o.ema_decay is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=True)
         self.step = 0
         self.best_psnr = -math.inf
+        self.input_scores: dict[str, float] | None = None
         if resume:
             self._load_state()
         self.ddp: torch.nn.Module = self.model
@@ -197,6 +266,14 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / CHECKPOINT_DIR
 
+    @property
+    def published_model(self) -> nn.Module:
+        """The model that is validated and saved: the weight average when there is one."""
+        return self.model if self.ema is None else self.ema.module
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def _device(self) -> torch.device:
         device = resolve_device(self.config.train.device)
         if device.type == "cuda" and self.dist.world_size > 1:
@@ -204,60 +281,98 @@ class Trainer:
             torch.cuda.set_device(device)
         return device
 
-    def _build_model(self, resume: bool) -> CLIPDenoiser:
+    def _build_model(self, resume: bool) -> nn.Module:
         if resume:
-            return load_checkpoint(self.checkpoint_dir / LAST).train().to(self.device)
-        m = self.config.model
-        torch.manual_seed(self.config.train.seed)  # decoder initialisation
-        model = CLIPDenoiser(in_channels=m.in_channels, encoder_weights=m.encoder_weights, bn=m.bn,
-                             pfa_gamma=m.pfa_gamma)
-        if m.in_channels != self.data.channels:
+            return load_checkpoint(self.checkpoint_dir / RESUME).train().to(self.device)
+        torch.manual_seed(self.config.train.seed)  # network initialisation
+        model = self.method.build(self.config.model)
+        if model.in_channels != self.data.channels:
             raise InputError(
-                f"model.in_channels={m.in_channels} but the training images have {self.data.channels} channel(s); "
-                "fix model.in_channels or the data"
+                f"model.in_channels={model.in_channels} but the training images have {self.data.channels} "
+                "channel(s); fix model.in_channels or the data"
             )
         return model.to(self.device).train()
 
     # -- state -----------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, str]:
+        meta = {"step": str(self.step), "run": self.config.name}
+        if self.method.trains_on_added_noise:
+            meta["training_noise_sigma"] = f"{self.config.data.noise_sigma:g}"
+        return meta
+
     def _save(self, val: dict[str, float] | None) -> None:
         if not self.dist.is_main:
             return
-        extra = {"step": str(self.step), "run": self.config.name}
-        save_checkpoint(self.model, self.checkpoint_dir / LAST, extra=extra)
+        extra = self._metadata()
+        state, tensors = self._training_state()
+        save_checkpoint(self.model, self.checkpoint_dir / RESUME,
+                        extra={**extra, "training_state": json.dumps(state)}, extra_tensors=tensors)
+        save_checkpoint(self.published_model, self.checkpoint_dir / LAST, extra=extra)
         if val is not None and val["val_psnr"] > self.best_psnr:
             self.best_psnr = val["val_psnr"]
-            save_checkpoint(self.model, self.checkpoint_dir / BEST,
+            save_checkpoint(self.published_model, self.checkpoint_dir / BEST,
                             extra={**extra, "val_psnr": f"{self.best_psnr:.4f}"})
+
+    def _training_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Everything but the weights, as JSON plus tensors (no pickle): optimizer, schedule, RNG, step, EMA."""
+        optim = self.optimizer.state_dict()
+        tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
+        values: dict[str, dict[str, Any]] = {}
+        for index, entry in optim["state"].items():
+            values[str(index)] = {}
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{name}"] = value
+                else:
+                    values[str(index)][name] = value
+        if torch.cuda.is_available():
+            for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda/{i}"] = rng
+        if self.ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
         state = {
             "step": self.step,
-            "best_psnr": self.best_psnr,
-            "optimizer": self.optimizer.state_dict(),
+            "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None,
+            "input_scores": self.input_scores,
+            "optimizer": {"param_groups": optim["param_groups"], "values": values},
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": [int(v) for v in np.random.get_state()[1]],
-                "python": random.getstate(),
-            },
+            "rng": {"numpy": [int(v) for v in np.random.get_state()[1]], "python": random.getstate()},
         }
-        _atomic_torch_save(state, self.checkpoint_dir / STATE)
+        return state, tensors
 
     def _load_state(self) -> None:
-        path = self.checkpoint_dir / STATE
+        path = self.checkpoint_dir / RESUME
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise InputError(f"{path}: no training state to resume from; start a new run instead") from None
-        except Exception as err:  # a truncated or foreign file
-            raise InputError(f"{path}: unreadable training state ({type(err).__name__}); start a new run") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.best_psnr = int(state["step"]), float(state["best_psnr"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        np.random.set_state(("MT19937", np.array(state["rng"]["numpy"], dtype=np.uint32), 0, 0, 0.0))
-        random.setstate(state["rng"]["python"])
+            state = json.loads(read_checkpoint_metadata(path)["training_state"])
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                tensors = {k[len(TRAINING_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(TRAINING_PREFIX)}
+            optim_state: dict[int, dict[str, Any]] = {}
+            for index, values in state["optimizer"]["values"].items():
+                optim_state[int(index)] = dict(values)
+            for key, tensor in tensors.items():
+                if key.startswith("optimizer/"):
+                    _, index, name = key.split("/")
+                    optim_state.setdefault(int(index), {})[name] = tensor
+            self.optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None:
+                self.ema.load_state_dict({k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")})
+            self.step = int(state["step"])
+            self.best_psnr = -math.inf if state["best_psnr"] is None else float(state["best_psnr"])
+            self.input_scores = state.get("input_scores")
+            torch.set_rng_state(tensors["rng/torch"])
+            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+            if cuda and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(cuda)
+            np.random.set_state(("MT19937", np.array(state["rng"]["numpy"], dtype=np.uint32), 0, 0, 0.0))
+            version, internal, gauss = state["rng"]["python"]
+            random.setstate((version, tuple(internal), gauss))
+        except InputError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:  # a foreign, truncated or mismatched state
+            reason = str(err).splitlines()[0][:120] if str(err) else "incomplete"
+            raise InputError(f"{path}: training state does not fit this run ({type(err).__name__}: {reason}); "
+                             "start a new run") from None
         logger.info("resuming %s at step %d of %d", self.run_dir, self.step, self.config.schedule.iterations)
 
     # -- loop ------------------------------------------------------------------------------------
@@ -271,24 +386,37 @@ class Trainer:
                           prefetch_factor=2 if workers else None)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimisation step on ``batch``; all its randomness is seeded by the current step."""
+        """One optimisation step on ``batch``; all its randomness is seeded by the current step.
+
+        Items that hold several patches (RED-CNN's patches per slice) arrive as B×K×C×H×W and are
+        flattened to (B·K)×C×H×W. Mixup (when ``train.mixup_prob`` > 0) mixes every image key alike.
+        """
         t, o = self.config.train, self.config.optim
         torch.manual_seed(step_seed(t.seed, self.step, self.dist.rank, stream=2))  # PFA noise
         rng = np.random.default_rng(step_seed(t.seed, self.step, self.dist.rank, stream=3))
-        noisy = batch["noisy"].to(self.device, non_blocking=True)
-        clean = batch["clean"].to(self.device, non_blocking=True)
-        if rng.random() < t.mixup_prob:
+        generator = torch.Generator(self.device).manual_seed(step_seed(t.seed, self.step, self.dist.rank, stream=4))
+        images = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.flatten(0, 1) if value.ndim == 5 else value
+                images[key] = value.to(self.device, non_blocking=True)
+        if t.mixup_prob > 0 and rng.random() < t.mixup_prob:
             lam = float(rng.beta(t.mixup_beta, t.mixup_beta))
-            noisy, clean = mixup(noisy, clean, lam, torch.from_numpy(rng.permutation(noisy.shape[0])))
+            perm = torch.from_numpy(rng.permutation(next(iter(images.values())).shape[0])).to(self.device)
+            images = {k: lam * v + (1 - lam) * v[perm] for k, v in images.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.amp and self.device.type == "cuda"):
-            loss = F.l1_loss(self.ddp(noisy).float(), clean)
+            loss = self.method.loss(self.ddp, self.model, images, generator)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"loss became {loss.item()} at step {self.step}; lower optim.lr or check the data")
+            raise InputError(f"training diverged: the loss became {loss.item()} at step {self.step}; lower optim.lr "
+                             "or check the data (the last good checkpoint is in checkpoints/)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), o.grad_clip)
+        if o.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._trainable(), o.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return float(loss.detach())
 
@@ -319,10 +447,13 @@ class Trainer:
             val = None
             if self.step % t.val_every == 0 or self.step == total or out_of_time:
                 if self.dist.is_main:
-                    val = validate(self.model, self.data.validation, t.metric_preset, self.device,
-                                   self.config.data.val_max_slices)
+                    val = validate(self.published_model, self.data.validation, t.metric_preset, self.device,
+                                   self.config.data.val_max_slices, self.input_scores)
+                    self.input_scores = {k: val[k] for k in ("val_input_psnr", "val_input_ssim")}
                     self._log({"step": self.step, **val})
-                    bar.write(f"step {self.step}: val PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}")
+                    behind = "  (below its input)" if val["val_psnr"] < val["val_input_psnr"] else ""
+                    bar.write(f"step {self.step}: val PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}; "
+                              f"low-dose input {val['val_input_psnr']:.2f} dB, {val['val_input_ssim']:.4f}{behind}")
                     last_val = val
                 self.dist.barrier()
             if val is not None or self.step % t.checkpoint_every == 0:
@@ -372,14 +503,13 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
         ax_psnr.plot(*zip(*val), marker="o")
     ax_psnr.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=png_path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    temp = partial_path(png_path, ".png")
+    fig.savefig(temp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)
+    os.replace(temp, png_path)
 
 
-def write_run_info(run_dir: Path, config: ExperimentConfig, model: CLIPDenoiser, data: TrainingData, world_size: int,
+def write_run_info(run_dir: Path, config: ExperimentConfig, model: nn.Module, data: TrainingData, world_size: int,
                    device: torch.device) -> None:
     """Record what a run was made of: config, versions, git commit, split patients, weight source."""
     from ldct_clip import __version__
@@ -398,8 +528,10 @@ def write_run_info(run_dir: Path, config: ExperimentConfig, model: CLIPDenoiser,
         "python": platform.python_version(),
         "seed": config.train.seed,
         "split": data.split_info,
-        "encoder_weights": model.encoder_weight_source,
-        "encoder_is_random": model.encoder_weight_source == "random",
+        "method": config.method,
+        "encoder_weights": getattr(model, "encoder_weight_source", None),
+        "encoder_weights_sha256": getattr(getattr(model, "encoder", None), "weight_sha256", None),
+        "encoder_is_random": getattr(model, "encoder_weight_source", None) == RANDOM,
         "world_size": world_size,
         "device": str(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -409,7 +541,9 @@ def write_run_info(run_dir: Path, config: ExperimentConfig, model: CLIPDenoiser,
         previous = json.loads(path.read_text())
         info["started"] = previous.get("started", info["started"])
         info["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
-    path.write_text(json.dumps(info, indent=2))
+    temp = partial_path(path)
+    temp.write_text(json.dumps(info, indent=2))
+    os.replace(temp, path)
 
 
 def _git_commit() -> str | None:
@@ -421,14 +555,3 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

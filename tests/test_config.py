@@ -14,7 +14,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_all_configs_are_shipped() -> None:
     names = {p.stem for p in CONFIGS}
-    for base in ("ldct_mayo_sigma5", "natural_gaussian_sigma15", "srgb_poisson_gaussian"):
+    for base in ("ldct_mayo_sigma5", "natural_gaussian_sigma15", "srgb_poisson_gaussian", "noise2sim_mayo",
+                 "redcnn_mayo"):
         assert base in names and f"{base}_smoke" in names
 
 
@@ -23,6 +24,8 @@ def test_config_parses_and_round_trips(path: Path, tmp_path: Path) -> None:
     config = load_config(path)
     save_config(config, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == config
+    if config.method != "clipdenoising":
+        return
     if path.stem.endswith("_smoke"):
         assert config.model.encoder_weights == "random"  # named explicitly, so it runs offline
     else:
@@ -125,3 +128,51 @@ def test_errors_say_whether_an_override_may_be_the_cause(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"typo\.yaml: unknown config key 'trian'") as info:
         load_config(typo)
     assert "--set" not in str(info.value)
+
+
+def test_comparison_configs_follow_the_official_code() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    n2s = load_config(root / "noise2sim_mayo.yaml")
+    assert (n2s.method, n2s.model.features, n2s.model.window_hu) == ("noise2sim", (96, 192, 384), (-160.0, 240.0))
+    assert (n2s.optim.name, n2s.optim.lr, n2s.optim.betas, n2s.optim.weight_decay) == ("adam", 5e-4, (0.1, 0.99), 0.0)
+    assert (n2s.schedule.kind, n2s.schedule.rampup_fraction, n2s.schedule.rampdown_fraction) == ("ramped", 0.1, 0.3)
+    assert (n2s.data.split, n2s.data.neighbor_slices, n2s.data.mask_threshold_hu) == ("noise2sim", 2, 30.0)
+    assert n2s.data.train_on_test_low_dose is False and n2s.train.batch_size == 32 and n2s.train.mixup_prob == 0
+    red = load_config(root / "redcnn_mayo.yaml")
+    assert (red.method, red.model.channels, red.optim.lr, red.data.patch_size, red.data.patches_per_slice) == (
+        "redcnn", 96, 1e-5, 64, 10)
+    assert (red.schedule.kind, red.schedule.milestones, red.schedule.gamma) == ("step", (3000,), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+        ("optim.betas=[2, 3]", "optim.betas must both be in [0, 1)"),
+        ("optim.lr=.inf", "must be finite"),
+        ("schedule.eta_min=-1", "schedule.eta_min must be in [0, optim.lr)"),
+        ("optim.grad_clip=0", "optim.grad_clip must be > 0"),
+        ("name=[unclosed", "not valid YAML"),
+        ("name=!!python/object/apply:os.system ['touch /tmp/ldct_clip_pwned']", "not valid YAML"),
+        ("method=nosuch", "method 'nosuch': unknown"),
+        ("model.bn=2", "'model.bn' must be one of"),
+    ],
+)
+def test_bad_values_are_one_line(override: str, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        config_from_dict({}, [override])
+    assert not Path("/tmp/ldct_clip_pwned").exists()  # a YAML tag is never executed
+
+
+def test_binary_config_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="not a text file"):
+        load_config(path)
+
+
+def test_model_section_takes_the_methods_settings() -> None:
+    config = config_from_dict({"method": "redcnn", "model": {"channels": 48}, "train": {"metric_preset": "redcnn"}})
+    assert config.model.channels == 48 and config.in_channels == 1
+    with pytest.raises(InputError, match="unknown config key 'model.pfa_gamma'"):
+        config_from_dict({"method": "redcnn", "model": {"pfa_gamma": 0.1}})

@@ -210,7 +210,7 @@ def test_dicom_output_has_the_denoised_hu_the_geometry_and_new_uids(
         assert ds.PatientID == "TEST001" and ds.RescaleSlope == SLOPE and ds.ImageType[0] == "DERIVED"
         assert ds.SeriesDescription.endswith(f"[{SERIES_DESCRIPTION}]")
         assert ds.DerivationDescription.startswith("Denoised by ldct_clip ")
-        assert "CLIPDenoiser" in ds.DerivationDescription
+        assert "CLIPDenoising (clipdenoising)" in ds.DerivationDescription
         assert "checkpoint ct-test.safetensors, encoder weights random, fp32" in ds.DerivationDescription
         assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     # The input is untouched and nothing but the output appeared.

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ldct_clip import load_checkpoint
 from ldct_clip.cli import run_cli
-from ldct_clip.config import config_from_dict
+from ldct_clip.config import ScheduleConfig, config_from_dict
 from ldct_clip.train import main as train_main
 from ldct_clip.training import StepBatchSampler, Trainer, build_scheduler
 
@@ -142,7 +142,7 @@ def test_step_batches_depend_only_on_the_step() -> None:
 
 def test_schedule_is_flat_then_cosine_to_eta_min() -> None:
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-    sched = build_scheduler(opt, iterations=100, flat=40, eta_min=1e-6)
+    sched = build_scheduler(opt, ScheduleConfig(iterations=100, flat_iterations=40, eta_min=1e-6))
     lrs = []
     for _ in range(100):
         lrs.append(sched.get_last_lr()[0])
@@ -165,7 +165,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, images: dict[str, Path], capsys
         (("--config", smoke, "--data-root", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "b")),
          "data root not found"),
         (("--config", smoke, "--set", "model.pfa_gama=1"), "did you mean 'model.pfa_gamma'"),
-        (("--resume", str(tmp_path)), "no checkpoints/last.safetensors to resume from"),
+        (("--resume", str(tmp_path)), "no checkpoints/resume.safetensors to resume from"),
         (("--resume", str(tmp_path), "--set", "optim.lr=1e-3"), "drop --config/--set, or start a new run"),
         (("--config", smoke, "--set", "train.metric_preset=clipdenoisng"), "train.metric_preset must be one of"),
         (("--config", str(ROOT / "configs" / "natural_gaussian_sigma15_smoke.yaml"), "--data-root",
@@ -257,4 +257,4 @@ def test_time_budget_stops_early_with_a_resumable_checkpoint(images: dict[str, P
     records = _records(tmp_path / "run")
     assert records[-1] == {"step": 1, "stopped": "max_minutes"}
     assert result["val_items"] == 1
-    assert (tmp_path / "run" / "checkpoints" / "training_state.pt").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "resume.safetensors").is_file()

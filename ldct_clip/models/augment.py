@@ -21,7 +21,7 @@ class FeatureAugmentation(nn.Module):
     True
     """
 
-    def __init__(self, gamma: float = 0.025) -> None:
+    def __init__(self, gamma: float) -> None:
         super().__init__()
         if not gamma >= 0:
             raise ValueError(f"pfa_gamma must be >= 0, got {gamma}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
+import typing
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +20,21 @@ from ldct_clip.models.encoder import OPENAI_TAG, CLIPEncoder
 #: Spatial sizes are padded to a multiple of this so the skips line up at every level.
 SIZE_MULTIPLE = 32
 IN_CHANNELS = (1, 3)
-BN_MODES = ("adapt", "frozen")
+BnMode = Literal["adapt", "frozen"]
+BN_MODES: tuple[str, ...] = typing.get_args(BnMode)
 
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    """The architecture choices that a checkpoint must reproduce."""
+    """Settings of a :class:`CLIPDenoiser` (the ``model`` section of a clipdenoising config).
+
+    ``encoder_weights`` records where the frozen trunk came from when the model was built (``openai``, a
+    file, ``random``); a checkpoint holds the trunk's tensors, so loading one never reads that source again.
+    """
 
     in_channels: int = 1
-    bn: str = "adapt"
+    encoder_weights: str = OPENAI_TAG
+    bn: BnMode = "adapt"
     pfa_gamma: float = 0.025
 
     def __post_init__(self) -> None:
@@ -33,8 +42,11 @@ class DenoiserConfig:
             raise ValueError(f"in_channels must be one of {IN_CHANNELS} (1 = CT, 3 = RGB), got {self.in_channels!r}")
         if self.bn not in BN_MODES:
             raise ValueError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
-        if not (isinstance(self.pfa_gamma, (int, float)) and self.pfa_gamma >= 0):
+        if not (isinstance(self.pfa_gamma, (int, float)) and not isinstance(self.pfa_gamma, bool)
+                and math.isfinite(self.pfa_gamma) and self.pfa_gamma >= 0):
             raise ValueError(f"pfa_gamma must be a number >= 0, got {self.pfa_gamma!r}")
+        if not isinstance(self.encoder_weights, str):
+            object.__setattr__(self, "encoder_weights", os.fspath(self.encoder_weights))
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -59,15 +71,19 @@ class CLIPDenoiser(nn.Module):
     torch.Size([1, 1, 100, 130])
     """
 
+    method = "clipdenoising"
+    """Registry name of the method (:mod:`ldct_clip.methods`)."""
+
     def __init__(
         self,
-        in_channels: int = 1,
-        encoder_weights: str | os.PathLike[str] = OPENAI_TAG,
-        bn: str = "adapt",
-        pfa_gamma: float = 0.025,
+        in_channels: int = DenoiserConfig.in_channels,
+        encoder_weights: str | os.PathLike[str] = DenoiserConfig.encoder_weights,
+        bn: str = DenoiserConfig.bn,
+        pfa_gamma: float = DenoiserConfig.pfa_gamma,
     ) -> None:
         super().__init__()
-        self.config = DenoiserConfig(in_channels=in_channels, bn=bn, pfa_gamma=pfa_gamma)
+        self.config = DenoiserConfig(in_channels=in_channels, encoder_weights=os.fspath(encoder_weights), bn=bn,
+                                     pfa_gamma=pfa_gamma)
         self.adapter = GrayToRGB() if in_channels == 1 else None
         self.encoder = CLIPEncoder(encoder_weights)
         self.augment = FeatureAugmentation(pfa_gamma)
@@ -76,6 +92,11 @@ class CLIPDenoiser(nn.Module):
     @property
     def in_channels(self) -> int:
         return self.config.in_channels
+
+    @property
+    def settings(self) -> DenoiserConfig:
+        """The settings it was built from (the interface every method's network shares)."""
+        return self.config
 
     @property
     def encoder_weight_source(self) -> str:

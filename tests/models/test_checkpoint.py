@@ -39,11 +39,13 @@ def test_metadata_records_config_and_version(tmp_path: Path) -> None:
     path = save_checkpoint(model, tmp_path / "rgb.safetensors", extra={"step": "12"})
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert json.loads(meta["config"]) == {"in_channels": 3, "bn": "frozen", "pfa_gamma": 0.05}
+    assert json.loads(meta["config"]) == {"in_channels": 3, "encoder_weights": "random", "bn": "frozen",
+                                          "pfa_gamma": 0.05}
+    assert meta["method"] == "clipdenoising" and meta["format_version"] == "2"
     assert meta["ldct_clip_version"] == ldct_clip.__version__
     assert meta["step"] == "12"
     assert load_checkpoint(path).in_channels == 3
-    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
 @pytest.mark.parametrize(
@@ -84,3 +86,39 @@ def test_checkpoint_of_another_architecture(tmp_path: Path) -> None:
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_version_1_checkpoints_load_as_clipdenoising(tmp_path: Path) -> None:
+    """Files written before the method registry (format tag ldct_clip.CLIPDenoiser, no method) keep loading."""
+    model = CLIPDenoiser(encoder_weights="random")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / "v1.safetensors"
+    save_file(state, str(path), metadata={"format": "ldct_clip.CLIPDenoiser", "format_version": "1",
+                                          "config": json.dumps({"in_channels": 1, "bn": "adapt", "pfa_gamma": 0.025}),
+                                          "encoder_weight_source": "random", "ldct_clip_version": "0.1.0"})
+    loaded = load_checkpoint(path)
+    assert loaded.method == "clipdenoising" and loaded.encoder_weight_source == "random"
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_diverged_weights_are_refused(tmp_path: Path) -> None:
+    model = CLIPDenoiser(encoder_weights="random")
+    with torch.no_grad():
+        model.decoder.output.weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(InputError, match="NaN or infinite values.*decoder.output.weight.*diverged"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(CLIPDenoiser(encoder_weights="random"), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
