@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +135,78 @@ def test_the_module_runs_as_a_script(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: preset 'natural': unknown for CT; use one or more of clipdenoising, redcnn, noise2sim"]
+
+
+def test_several_checkpoints_and_labelled_methods_in_one_report(checkpoint: Path, mayo_root: Path,
+                                                                tmp_path: Path) -> None:
+    other = tmp_path / "other" / "second.safetensors"
+    other.parent.mkdir()
+    other.write_bytes(checkpoint.read_bytes())
+    out = tmp_path / "report"
+    assert main(["--method", "Mine=" + str(other), "--checkpoint", str(checkpoint), "--low",
+                 str(mayo_root / "L506" / "quarter_1mm"), "--full", str(mayo_root / "L506" / "full_1mm"),
+                 "--output", str(out), "--no-baselines", *QUICK]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(m["key"], m["label"]) for m in summary["methods"]] == [
+        ("model", "Mine [random encoder]"), ("clipdenoising", "CLIPDenoiser (tiny.safetensors) [random encoder]"),
+        ("low_dose", "Low-dose input")]  # in command-line order; the first is the reference
+    assert summary["methods"][0]["source"] == str(other)
+    assert {(p["method"], p["reference"]) for p in summary["presets"]["clipdenoising"]["paired"]} == {
+        ("clipdenoising", "model"), ("low_dose", "model"), ("model", "low_dose"), ("clipdenoising", "low_dose")}
+    assert set(summary["seconds_per_slice"]) == {"model", "clipdenoising"}
+    with (out / "metrics.csv").open() as handle:
+        assert {row["label"] for row in csv.DictReader(handle)} == {m["label"] for m in summary["methods"]}
+
+
+def test_overwrite_never_deletes_what_the_command_reads(checkpoint: Path, mayo_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, 3.1: --output C --overwrite with the checkpoint or the series inside C is refused first."""
+    folder = tmp_path / "C"
+    shutil.copytree(mayo_root / "L506", folder)
+    model = folder / "model.safetensors"
+    model.write_bytes(checkpoint.read_bytes())
+    before = _snapshot(folder)
+    series = ["--low", str(folder / "quarter_1mm"), "--full", str(folder / "full_1mm")]
+    outside = ["--low", str(mayo_root / "L506" / "quarter_1mm"), "--full", str(mayo_root / "L506" / "full_1mm")]
+    for args, named in (([*series, "--checkpoint", str(model)], model),
+                        ([*outside, "--checkpoint", str(model)], model),
+                        ([*series, "--checkpoint", str(checkpoint)], folder / "quarter_1mm")):
+        code = run_cli(main, [*args, "--output", str(folder), "--overwrite", "--no-baselines", *QUICK])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and f"holds the input {named}" in errors[0], errors
+        assert _snapshot(folder) == before  # nothing deleted, nothing written
+
+
+@pytest.mark.filterwarnings("ignore:.*slice gaps vary")
+def test_series_on_other_positions_or_grids_are_refused(checkpoint: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, 3.2: pair by each slice's own position; refuse other pixel spacings, DICOM or NIfTI."""
+    from dicom_factory import make_ct_series
+    from evaluation.test_pairs import gapped_pair
+
+    from ldct_clip import CTVolume, read_series, write_nifti
+
+    low, full = gapped_pair(tmp_path / "gap")
+    make_ct_series(tmp_path / "half_mm", 4, 32, 32, spacing=(2.0, 0.5, 0.5), origin=(-24.0, -24.0, 0.0))
+    make_ct_series(tmp_path / "one_mm", 4, 32, 32, spacing=(2.0, 1.0, 1.0), origin=(-24.0, -24.0, 0.0))
+    dicom = read_series(tmp_path / "one_mm")
+    nifti = CTVolume(dicom.hu, (2.0, 0.7, 0.7), dicom.origin, dicom.direction, None, "x")
+    write_nifti(nifti, nifti.hu, tmp_path / "fine.nii.gz")
+    cases = (((low, full), "slice 2 lies at 8.00 mm but slice 2 of"),
+             ((tmp_path / "half_mm", tmp_path / "one_mm"), "pixel spacing 0.5x0.5 mm but"),
+             ((tmp_path / "fine.nii.gz", tmp_path / "one_mm"), "pixel spacing 0.7x0.7 mm but"))
+    for (low_series, full_series), message in cases:
+        out = tmp_path / "report"
+        code = run_cli(main, ["--checkpoint", str(checkpoint), "--low", str(low_series), "--full", str(full_series),
+                              "--output", str(out), *QUICK])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and message in errors[0], errors
+        assert not out.exists()
+
+
+def test_a_method_needs_a_label_and_a_path(checkpoint: Path, mayo_root: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    for args, message in ((["--method", str(checkpoint)], "expected LABEL=PATH"),
+                          ([], "pass at least one --checkpoint PATH or --method LABEL=PATH")):
+        code = run_cli(main, [*args, "--data-root", str(mayo_root), "--output", str(tmp_path / "r")])
+        assert code == 2 and message in capsys.readouterr().err
