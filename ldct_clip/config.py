@@ -148,7 +148,7 @@ class ExperimentConfig:
                              f"method {self.method!r} ({method.settings_type.__name__})")
         if self.train.metric_preset is None:  # the paper's recipe for the model's kind of image
             self.train.metric_preset = "natural" if self.in_channels == 3 else method.paper_preset
-        multiple = max(method.size_multiple, 32 if self.method == "clipdenoising" else 1)
+        multiple = max(method.multiple(self.model), 32 if self.method == "clipdenoising" else 1)
         o, s = self.optim, self.schedule
         finite = all(math.isfinite(v) for v in (o.lr, o.weight_decay, s.eta_min, s.gamma, *o.betas))
         checks = [

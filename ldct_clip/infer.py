@@ -1,4 +1,4 @@
-"""``python -m ldct_clip.infer``: denoise a CT series (or a folder of series) with a trained checkpoint.
+"""``python -m ldct_clip.infer``: denoise a CT series (or a folder of series) with a trained checkpoint of any method.
 
 Examples::
 
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32 (default, full HU fidelity) or bf16 (bfloat16 autocast: about twice as fast on "
                              "CPUs with AVX-512 BF16; its HU cost is measured by benchmarks/infer_throughput.py)")
+    parser.add_argument("--steps", type=int, help="sampler steps for methods that sample (ScoreSDE-CT: about "
+                                                 "2 x steps + 1 network evaluations per slice; default: the "
+                                                 "checkpoint's own, 1000 officially)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
 
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=args.precision,
         overwrite=args.overwrite,
         progress=True,
+        steps=args.steps,
     )
     lines = summary_lines(results)
     print("\n".join(lines), file=sys.stderr if len(lines) > 1 else sys.stdout)

@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydicom.misc import is_dicom
 from torch import nn
 from tqdm.auto import tqdm
 
+from ldct_clip.atomic import partial_path
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
-from ldct_clip.io.dicom import write_dicom_series
+from ldct_clip.io.dicom import is_dicom_file, write_dicom_series
 from ldct_clip.io.nifti import NIFTI_SUFFIXES, write_nifti
 from ldct_clip.io.read import read_volume
 from ldct_clip.io.volume import CTVolume
@@ -162,7 +162,7 @@ def denoise_hu(method: Method, model: nn.Module, hu: torch.Tensor, steps: int | 
     settings = model.settings
     x = method.scale(settings).to_unit(hu)
     h, w = x.shape[-2:]
-    multiple = method.size_multiple
+    multiple = method.multiple(settings)
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
@@ -234,6 +234,7 @@ def denoise_series(
     precision: str = "fp32",
     overwrite: bool = False,
     progress: bool = False,
+    steps: int | None = None,
 ) -> list[SeriesResult]:
     """Read a CT series, denoise it and write the result; or do so for every series folder under a folder.
 
@@ -261,6 +262,7 @@ def denoise_series(
         precision: ``"fp32"`` or ``"bf16"``, as for :func:`denoise_volume`.
         overwrite: replace existing outputs.
         progress: show a tqdm bar (slices per second) per series.
+        steps: sampler steps for methods that sample (ScoreSDE-CT); None: the checkpoint's own setting.
 
     Returns:
         One :class:`SeriesResult` per series, in input order.
@@ -277,7 +279,12 @@ def denoise_series(
             "of series folders (batch mode)"
         )
     if not isinstance(checkpoint_or_model, nn.Module):
-        _check_checkpoint(Path(checkpoint_or_model))  # fail fast, before any reading
+        checkpoint = Path(checkpoint_or_model)
+        if checkpoint.resolve().is_relative_to(target.resolve()):
+            raise InputError(f"{target}: holds the checkpoint {checkpoint}, which --overwrite would delete; "
+                             "choose an output that does not contain the checkpoint")
+        _check_checkpoint(checkpoint)  # fail fast, before any reading
+    _check_writable(target)
 
     results: list[SeriesResult | None] = [None] * len(jobs)
     reader = ThreadPoolExecutor(1, thread_name_prefix="ldct-read")
@@ -285,7 +292,7 @@ def denoise_series(
     try:
         next_read = reader.submit(read_volume, jobs[0].source, series_uid)  # runs while the model loads
         model, derivation = _model_and_derivation(checkpoint_or_model, precision)
-        denoiser = VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision)
+        denoiser = VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision, steps=steps)
         del model
         pending: tuple[int, Future[SeriesResult]] | None = None
         with _retain_freed_memory():  # across series too, so each one reuses the pages of the last
@@ -365,8 +372,22 @@ def _plan_jobs(source: Path, target: Path, fmt: str, overwrite: bool) -> tuple[l
 
 
 def _holds_dicom(folder: Path) -> bool:
-    """Whether ``folder`` directly holds a file with the DICOM preamble (files are checked until one is)."""
-    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") and is_dicom(p) for p in folder.iterdir())
+    """Whether ``folder`` directly holds a DICOM file, with or without the preamble (checked until one is)."""
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") and is_dicom_file(p)
+                                   for p in folder.iterdir())
+
+
+def _check_writable(target: Path) -> None:
+    """Create the output's parent folder and a hidden probe in it now, so that an unwritable output is
+    reported before any series is computed (the probe is removed at once)."""
+    probe = partial_path(target)
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise InputError(f"{target}: cannot write the output here ({err.strerror or type(err).__name__}); "
+                         "choose a writable output folder") from None
 
 
 # --- the stages ----------------------------------------------------------------------------------------
@@ -436,6 +457,8 @@ def _written(job: _Job, write: Future[SeriesResult], batch: bool) -> SeriesResul
 def _failure(job: _Job, err: Exception, batch: bool) -> SeriesResult:
     """Record a failed series in batch mode; outside batch mode the error goes to the caller."""
     if not batch:
+        if isinstance(err, InputError) and str(job.source) not in str(err):
+            raise InputError(f"{job.source}: {err}") from None
         raise err
     if isinstance(err, InputError):
         message = str(err)

@@ -740,7 +740,8 @@ def _with_patient(volume: CTVolume, headers: list[Dataset], patient: str, study:
         if not keep_description:
             ds.SeriesDescription = ""
         copies.append(ds)
-    return CTVolume(volume.hu, volume.spacing, volume.origin, volume.direction, copies, volume.source)
+    return CTVolume(volume.hu, volume.spacing, volume.origin, volume.direction, copies, volume.source,
+                    positions=volume.positions)
 
 
 def _compact(value: float) -> str:

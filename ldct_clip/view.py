@@ -148,5 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (``ldct-clip-view``)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -175,3 +175,71 @@ def test_rgb_checkpoint_from_the_shell_is_one_line(tmp_path: Path, rgb_checkpoin
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not CT" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_never_deletes_the_checkpoint_inside_the_output(tmp_path: Path, checkpoint: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_ct_series(tmp_path / "in", n_slices=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    inside = out / "model.safetensors"
+    inside.write_bytes(checkpoint.read_bytes())
+    code, _, err = _run(["--checkpoint", str(inside), "--input", str(tmp_path / "in"), "--output", str(out),
+                         "--overwrite", "--device", "cpu"], capsys)
+    assert code == 2 and "holds the checkpoint" in err and inside.is_file()
+
+
+@pytest.mark.parametrize("output", ["/proc/ldct_clip_out", "file/out"])
+def test_unwritable_output_is_refused_before_any_work(tmp_path: Path, checkpoint: Path, output: str,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldct_clip import inference
+
+    make_ct_series(tmp_path / "in", n_slices=2)
+    (tmp_path / "file").write_text("not a folder")
+    target = output if output.startswith("/") else str(tmp_path / output)
+    monkeypatch.setattr(inference, "read_volume", lambda *a: pytest.fail("read before the output was checked"))
+    code, _, err = _run(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output", target,
+                         "--device", "cpu"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "cannot write the output here" in lines[0] and "Traceback" not in err
+
+
+def test_tiny_slices_are_refused_naming_the_series(tmp_path: Path, checkpoint: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_ct_series(tmp_path / "tiny", n_slices=2, rows=16, columns=16)
+    code, _, err = _run(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "tiny"), "--output",
+                         str(tmp_path / "out"), "--device", "cpu"], capsys)
+    assert code == 2 and f"error: {tmp_path / 'tiny'}: hu has shape" in err
+
+
+def test_nan_output_of_a_broken_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = CLIPDenoiser(encoder_weights="random")
+    with torch.no_grad():
+        model.decoder.output.weight.fill_(1e38)  # finite weights whose output overflows
+    broken = save_checkpoint(model, tmp_path / "huge.safetensors")
+    make_ct_series(tmp_path / "in", n_slices=2)
+    code, _, err = _run(["--checkpoint", str(broken), "--input", str(tmp_path / "in"), "--output",
+                         str(tmp_path / "out.nii.gz"), "--format", "nifti", "--device", "cpu"], capsys)
+    assert code == 2 and "output is NaN or infinite" in err and "checkpoint is broken" in err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_batch_mode_finds_series_without_the_dicom_preamble(tmp_path: Path, checkpoint: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    make_ct_series(tmp_path / "archive" / "a", n_slices=2)
+    raw = tmp_path / "archive" / "b"
+    make_ct_series(raw, n_slices=2)
+    for file in raw.iterdir():  # no preamble, no file meta: a raw dataset as some PACS exports write them
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        ds = pydicom.dcmread(file)
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, ds)
+        file.write_bytes(buffer.getvalue())
+        assert file.read_bytes()[:2] == b"\x08\x00"
+    code, out, _ = _run(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "archive"), "--output",
+                         str(tmp_path / "out"), "--device", "cpu"], capsys)
+    assert code == 0 and "denoised 2 of 2 series" in out

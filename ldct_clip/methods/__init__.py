@@ -19,7 +19,7 @@ library, print); a *noun* module is library code (``training.py``, ``inference.p
 ``data/`` or ``io/``; ``methods/`` joins a network with its data, loss and inference procedure.
 """
 
-from ldct_clip.methods import clipdenoising, noise2sim, redcnn  # noqa: F401  (each module registers itself)
+from ldct_clip.methods import clipdenoising, noise2sim, redcnn, scoresde_ct  # noqa: F401  (each registers itself)
 from ldct_clip.methods.base import Method, create_model, get_method, list_methods, register, settings_from_dict
 
 __all__ = ["Method", "create_model", "get_method", "list_methods", "register", "settings_from_dict"]

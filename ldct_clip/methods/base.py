@@ -97,6 +97,10 @@ class Method:
         """The HU <-> network-input map for networks built from ``settings``."""
         return self.scale_of(settings)
 
+    def multiple(self, settings: Any) -> int:
+        """Spatial sizes networks of ``settings`` need: their own ``size_multiple`` when they say, else the method's."""
+        return int(getattr(settings, "size_multiple", self.size_multiple))
+
     def denoise(self, model: nn.Module, x: torch.Tensor, steps: int | None = None,
                 progress: bool = False) -> torch.Tensor:
         """Denoise ``x`` (N×C×H×W on the network's scale, sizes a multiple of :attr:`size_multiple`)."""

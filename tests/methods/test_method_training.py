@@ -18,7 +18,9 @@ from ldct_clip.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"noise2sim": ["model.features=[8,16,32]", "data.patch_size=32"],
-         "redcnn": ["model.channels=8", "data.patch_size=32", "data.patches_per_slice=2"]}
+         "redcnn": ["model.channels=8", "data.patch_size=32", "data.patches_per_slice=2"],
+         "scoresde_ct": ["model.image_size=32", "model.attn_resolutions=[8]", "model.n=2", "data.patch_size=32",
+                         "schedule.warmup_iterations=1"]}
 FAST = ["schedule.iterations=4", "train.batch_size=2", "train.val_every=2", "train.log_every=1",
         "train.checkpoint_every=2", "schedule.milestones=[]"]
 
@@ -51,6 +53,8 @@ def test_method_trains_and_its_checkpoints_name_it(method: str, mayo_root: Path,
     out = capsys.readouterr()
     assert "low-dose input" in out.err + out.out  # validation prints the input's own PSNR beside the model's
     info = json.loads((tmp_path / "run" / "run.json").read_text())
+    if method == "scoresde_ct":  # the weight average is what is validated and saved
+        assert load_config(tmp_path / "run" / "config.yaml").optim.ema_decay == 0.99
     assert info["method"] == method and info["encoder_weights"] is None
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if "val_psnr" in r]

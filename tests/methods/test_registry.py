@@ -13,11 +13,13 @@ from ldct_clip.errors import InputError
 from ldct_clip.methods import create_model, get_method, list_methods
 
 SETTINGS = {"clipdenoising": {"encoder_weights": "random"}, "noise2sim": {"features": (8, 16, 32)},
-            "redcnn": {"channels": 8}}
+            "redcnn": {"channels": 8},
+            "scoresde_ct": {"image_size": 32, "nf": 8, "ch_mult": (1, 2, 2), "attn_resolutions": (8,), "n": 2}}
 
 
 def test_the_comparison_methods_are_registered() -> None:
-    assert {"clipdenoising", "noise2sim", "redcnn"} <= set(list_methods())
+    assert {"clipdenoising", "noise2sim", "redcnn", "scoresde_ct"} <= set(list_methods())
+    assert get_method("scoresde_ct").samples and not get_method("redcnn").samples
     assert get_method("noise2sim").paper_preset == "noise2sim" and get_method("redcnn").paper_preset == "redcnn"
     with pytest.raises(InputError, match="method 'red-cnn': unknown; use one of clipdenoising"):
         get_method("red-cnn")
@@ -31,8 +33,9 @@ def test_checkpoint_round_trip_names_the_method(name: str, tmp_path: Path) -> No
     loaded = load_checkpoint(path)
     assert loaded.method == name and loaded.settings == model.settings
     x = torch.rand(1, 1, 64, 64)
+    args = (x, torch.tensor([1.0])) if name == "scoresde_ct" else (x,)
     with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+        assert torch.equal(loaded(*args), model(*args))
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
@@ -59,3 +62,18 @@ def test_settings_are_checked() -> None:
         create_model("redcnn", width=3)
     with pytest.raises(InputError, match="invalid settings"):
         create_model("noise2sim", window_hu=(240.0, -160.0))
+
+
+def test_score_sampler_steps_are_chosen_by_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``steps`` reaches the sampler: 2 * steps + 1 network evaluations per batch."""
+    model = create_model("scoresde_ct", **SETTINGS["scoresde_ct"])
+    calls = {"n": 0}
+    original = type(model).forward
+
+    def counted(self, x, sigma):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        return original(self, x, sigma)
+
+    monkeypatch.setattr(type(model), "forward", counted)
+    denoise_volume(model, np.zeros((1, 32, 32), np.float32), device="cpu", steps=3)
+    assert calls["n"] == 2 * 3 + 1
