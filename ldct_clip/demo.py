@@ -9,7 +9,9 @@ Steps, each with the toolkit's own public pieces:
    saved as NIfTI, and :func:`ldct_clip.simulate.simulate_series` writes the AAPM-Mayo layout
    ``data/<patient>/{full,quarter}_1mm/`` with a simulated 25 % dose.
 2. **Training.** :class:`ldct_clip.training.Trainer` with the LDCT recipe shrunk to small patches and
-   split ``loo-DEMO02``, for a wall-clock budget (``--minutes``, default :data:`DEFAULT_MINUTES`).
+   split ``loo-DEMO02``, for a wall-clock budget (``--minutes``, default :data:`DEFAULT_MINUTES`), and beside
+   it Noise2Sim and RED-CNN with their official recipes shrunk the same way (:data:`BUDGET_SHARES`; a small
+   ScoreSDE-CT too with ``--with-scoresde``), so the report compares measured methods on the same slices.
 3. **Inference.** :func:`ldct_clip.inference.denoise_series` denoises DEMO02's quarter-dose series into a
    new DICOM series, as ``python -m ldct_clip.infer`` would.
 4. **Evaluation.** :func:`ldct_clip.evaluation.evaluate` and :func:`ldct_clip.report.write_report` score the
@@ -46,9 +48,10 @@ from ldct_clip.data.hu import HU_MAX, HU_MIN
 from ldct_clip.data.mayo import scan_mayo
 from ldct_clip.device import DEVICES
 from ldct_clip.errors import InputError
-from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest, write_report
+from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest, worse_than_input, write_report
 from ldct_clip.inference import denoise_series
 from ldct_clip.io import CTVolume, read_slice_header, read_slice_hu, write_nifti
+from ldct_clip.methods import get_method
 from ldct_clip.models.checkpoint import load_checkpoint
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
@@ -100,6 +103,7 @@ class DemoResult:
     report: Path
     encoder_weights: str
     random_encoder_reason: str | None
+    worse_than_input: tuple[str, ...] = ()
 
     @property
     def figures(self) -> Path:
@@ -184,6 +188,53 @@ def demo_config(data_root: Path, minutes: float, encoder_weights: str, iteration
     })
 
 
+COMPARISON_METHODS: tuple[str, ...] = ("noise2sim", "redcnn")
+"""Methods the demo trains beside CLIPDenoising (``--with-scoresde`` adds ``scoresde_ct``)."""
+BUDGET_SHARES = {"clipdenoising": 0.5, "noise2sim": 0.25, "redcnn": 0.25}
+"""How the training budget is split: half for CLIPDenoising, a quarter each for Noise2Sim and RED-CNN."""
+SCORESDE_SHARES = {"clipdenoising": 0.4, "noise2sim": 0.2, "redcnn": 0.2, "scoresde_ct": 0.2}
+"""The split with ``--with-scoresde``."""
+SCORESDE_STEPS = 20
+"""Sampler steps of the demo's score model (41 network evaluations per slice instead of 2001)."""
+
+
+def comparison_config(method: str, data_root: Path, minutes: float, iterations: int | None = None,
+                      device: str = "auto") -> ExperimentConfig:
+    """The official recipe of ``method`` (``configs/<method>_mayo.yaml``) shrunk to the demo's data and budget.
+
+    Noise2Sim also learns from the test patient's own low-dose slices (``data.train_on_test_low_dose``): the
+    demo's training patient has only three unrelated slices, and a self-supervised method may.
+    """
+    total = iterations or max(MIN_ITERATIONS, math.ceil(minutes * ITERATIONS_PER_MINUTE))
+    recipes: dict[str, dict[str, object]] = {
+        "noise2sim": {"optim": {"name": "adam", "lr": 5e-4, "betas": [0.1, 0.99], "weight_decay": 0.0,
+                                "grad_clip": None},
+                      "schedule": {"kind": "ramped", "iterations": total},
+                      "data_extra": {"train_on_test_low_dose": True}},
+        "redcnn": {"optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "grad_clip": None},
+                   "schedule": {"kind": "cosine", "iterations": total}, "data_extra": {"patches_per_slice": 4}},
+        "scoresde_ct": {"model": {"image_size": 64, "nf": 16, "ch_mult": [1, 2, 2, 2], "attn_resolutions": [8],
+                                  "n": SCORESDE_STEPS},
+                        "optim": {"name": "adam", "lr": 2e-4, "weight_decay": 0.0, "grad_clip": 1.0,
+                                  "ema_decay": 0.99},
+                        "schedule": {"kind": "warmup", "warmup_iterations": max(1, total // 10),
+                                     "iterations": total}},
+    }
+    recipe = recipes[method]
+    return config_from_dict({
+        "name": f"demo_{method}",
+        "method": method,
+        "model": recipe.get("model", {}),
+        "data": {"kind": "mayo", "root": str(data_root), "split": SPLIT, "patch_size": 64, "workers": 0,
+                 "val_max_slices": 2, "cache": True, **recipe.get("data_extra", {})},
+        "optim": recipe["optim"],
+        "schedule": recipe["schedule"],
+        "train": {"batch_size": 4, "mixup_prob": 0.0, "val_every": math.ceil(total / 2),
+                  "log_every": max(1, min(25, total // 4)), "checkpoint_every": math.ceil(total / 2),
+                  "max_minutes": minutes, "device": device},
+    })
+
+
 def choose_encoder_weights(requested: str) -> tuple[str, str | None]:
     """``(weights, reason)``: ``requested``, or ``random`` with the reason when ``openai`` cannot be had.
 
@@ -220,6 +271,7 @@ def run_demo(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    with_scoresde: bool = False,
 ) -> DemoResult:
     """Build the demo data, train, denoise the test series and write the evaluation report under ``output``.
 
@@ -244,10 +296,18 @@ def run_demo(
     _say(f"[1/4] building the demo data set (real CT slices, simulated {DOSE:.0%} dose) in {folder / 'data'}")
     data_root = build_demo_data(folder, slice_size, progress=progress)
 
-    _say(f"[2/4] training for at most {minutes:g} minute(s) on patient {TRAIN_PATIENT}")
+    shares = SCORESDE_SHARES if with_scoresde else BUDGET_SHARES
+    _say(f"[2/4] training for at most {minutes:g} minute(s) on patient {TRAIN_PATIENT}: "
+         + ", ".join(f"{get_method(m).title} {share:.0%}" for m, share in shares.items()))
     run_dir = folder / "run"
-    Trainer(demo_config(data_root, minutes, weights, iterations, device), run_dir).run()
+    clip_minutes = minutes * shares["clipdenoising"]
+    Trainer(demo_config(data_root, clip_minutes, weights, iterations, device), run_dir).run()
     checkpoint = run_dir / CHECKPOINT_DIR / LAST  # "best" is chosen on DEMO02, the test patient itself
+    comparisons = {}
+    for method in (m for m in shares if m != "clipdenoising"):
+        method_dir = folder / f"run_{method}"
+        Trainer(comparison_config(method, data_root, minutes * shares[method], iterations, device), method_dir).run()
+        comparisons[method] = method_dir / CHECKPOINT_DIR / LAST
 
     _say(f"[3/4] denoising {TEST_PATIENT}'s low-dose series")
     denoised = folder / "denoised" / TEST_PATIENT
@@ -255,15 +315,16 @@ def run_demo(
     denoise_series(checkpoint, low_dose, denoised, device=device, overwrite=True, progress=progress)
 
     _say("[4/4] evaluating against the full dose")
-    model = load_checkpoint(checkpoint)
+    entries = [("CLIPDenoiser (demo)", load_checkpoint(checkpoint))]
+    entries += [(f"{get_method(m).title} (demo)", load_checkpoint(path)) for m, path in comparisons.items()]
     pairs = pairs_from_manifest(scan_mayo(data_root), SPLIT)
-    result = evaluate(model, pairs, baselines=default_baselines(), model_label="CLIPDenoiser (demo)",
-                      device=device, progress=progress)
-    result.notes.extend(_report_notes(reason, minutes))
+    result = evaluate(entries, pairs, baselines=default_baselines(), device=device, progress=progress)
+    result.notes.extend(_report_notes(reason, minutes, shares))
     report = write_report(result, folder / "report", overwrite=True,
                           command=_command(folder, minutes, encoder_weights, iterations, slice_size))
 
-    demo = DemoResult(folder, data_root, run_dir, checkpoint, denoised, report, weights, reason)
+    demo = DemoResult(folder, data_root, run_dir, checkpoint, denoised, report, weights, reason,
+                      tuple(worse_than_input(result)))
     _write_summary(demo)
     return demo
 
@@ -280,8 +341,11 @@ def _command(folder: Path, minutes: float, weights: str, iterations: int | None,
     return shlex.join(parts)
 
 
-def _report_notes(reason: str | None, minutes: float) -> list[str]:
+def _report_notes(reason: str | None, minutes: float, shares: dict[str, float]) -> list[str]:
+    split = ", ".join(f"{get_method(m).title} {minutes * share:.2g} min" for m, share in shares.items())
     notes = [
+        f"Training budget split: {split}. Minutes of CPU training on a handful of slices say nothing about the "
+        "methods' quality; the comparison shows how the toolkit measures them on the same slices.",
         f"Demo data: {sum(map(len, DEMO_PATIENTS.values()))} real CT slices from pydicom's test data "
         f"(different scanners and body regions), stacked per demo patient and given a simulated {DOSE:.0%} dose "
         "(ldct_clip.simulate). Not AAPM-Mayo data: the quoted paper rows are context, not a comparison.",
@@ -314,6 +378,7 @@ def _write_summary(demo: DemoResult) -> None:
         "figures": str(demo.figures),
         "encoder_weights": demo.encoder_weights,
         "random_encoder_reason": demo.random_encoder_reason,
+        "worse_than_input": list(demo.worse_than_input),
     }
     temp = partial_path(demo.output / SUMMARY_NAME)
     temp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -349,6 +414,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"resample the slices to N×N pixels (default {SLICE_SIZE}; smaller runs faster)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo folder")
+    parser.add_argument("--with-scoresde", action="store_true",
+                        help=f"also train a small ScoreSDE-CT score model (its sampler: {SCORESDE_STEPS} steps)")
     return parser
 
 
@@ -356,13 +423,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo and print where its outputs are."""
     args = _parser().parse_args(argv)
     demo = run_demo(args.output, args.minutes, args.encoder_weights, args.iterations, args.slice_size, args.device,
-                    args.overwrite)
+                    args.overwrite, with_scoresde=args.with_scoresde)
     print()
     print(f"denoised series : {demo.denoised}")
     print(f"report          : {demo.report / 'report.html'} (also report.md, metrics.csv, summary.json)")
     print(f"figures         : {demo.figures}")
     print(f"checkpoint      : {demo.checkpoint}")
     print(f"training run    : {demo.run_dir} (curves.png, metrics.jsonl)")
+    for line in demo.worse_than_input:
+        print(f"WARNING: {line}", file=sys.stderr)
     if demo.random_encoder_reason is not None:
         _shout(random_encoder_notice(demo.random_encoder_reason))
     return 0

@@ -73,6 +73,9 @@ def test_demo_leaves_data_run_series_and_a_complete_report(demo_run: tuple[Path,
     checkpoint = Path(summary["checkpoint"])
     assert checkpoint.is_file() and checkpoint.name == "last.safetensors"
     assert (folder / "run" / "run.json").is_file() and (folder / "run" / "curves.png").is_file()
+    for method in demo.COMPARISON_METHODS:  # the comparison methods trained beside it, each in its own run
+        info = json.loads((folder / f"run_{method}" / "run.json").read_text())
+        assert info["method"] == method
     # the denoised series, a new DICOM series beside the low-dose one
     denoised = read_series(summary["denoised_series"])
     low = read_series(data / demo.TEST_PATIENT / LOW_DOSE_FOLDER)
