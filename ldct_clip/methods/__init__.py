@@ -12,11 +12,7 @@ One module per method, one registry (:mod:`ldct_clip.methods.base`):
 >>> list_methods()[0]
 'clipdenoising'
 
-House rules of the package, so a newcomer learns them in one place: a *verb* module is a command-line
-tool (``train.py``, ``infer.py``, ``evaluate.py``, ``view.py``, ``export.py``: parse arguments, call the
-library, print); a *noun* module is library code (``training.py``, ``inference.py``, ``evaluation/``,
-``viewer/``, ``methods/``, ``models/``). CLIs stay thin; ``models/`` holds networks and imports nothing from
-``data/`` or ``io/``; ``methods/`` joins a network with its data, loss and inference procedure.
+The house rules (verb = CLI module, noun = library module) are in the ``ldct_clip`` package docstring.
 """
 
 from ldct_clip.methods import clipdenoising, noise2sim, redcnn, scoresde_ct  # noqa: F401  (each registers itself)
