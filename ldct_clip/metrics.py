@@ -58,6 +58,8 @@ Box = tuple[int, ...]
 """A rectangular ROI: ``(y0, x0, h, w)`` in a slice, or ``(z, y0, x0, h, w)`` in a Z×Y×X volume."""
 
 _SLICES_PER_CHUNK = 16
+SOFT_TISSUE_HU: tuple[float, float] = (-100.0, 200.0)
+"""HU range of soft tissue for flat regions (noise and HU-bias measurements): no fat, air or bone."""
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,7 @@ def roi_stats(pred_hu: ArrayLike, target_hu: ArrayLike, rois: Sequence[Box | Arr
 
 
 def find_flat_rois(
-    target_hu: ArrayLike, size: int = 16, n: int = 5, hu_range: tuple[float, float] = (-100.0, 200.0)
+    target_hu: ArrayLike, size: int = 16, n: int = 5, hu_range: tuple[float, float] = SOFT_TISSUE_HU
 ) -> list[Box]:
     """Find up to ``n`` flat soft-tissue boxes in a reference image, for noise and HU-bias measurements.
 

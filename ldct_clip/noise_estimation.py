@@ -55,6 +55,7 @@ from skimage.restoration import estimate_sigma
 
 from ldct_clip.data.hu import HU_RANGE
 from ldct_clip.errors import InputError
+from ldct_clip.metrics import SOFT_TISSUE_HU
 
 __all__ = [
     "BROAD_PEAK_RATIO",
@@ -73,8 +74,6 @@ __all__ = [
 
 METHODS = ("auto", "flat-regions", "slice-difference", "wavelet")
 """Accepted ``method`` names; ``"auto"`` is ``"flat-regions"`` with ``"slice-difference"`` as a check."""
-SOFT_TISSUE_HU = (-100.0, 200.0)
-"""Soft tissue in HU (fat to contrast-enhanced organ), the range of :func:`ldct_clip.metrics.find_flat_rois`."""
 KERNEL_PX = 13
 """Side of the local-SD window in pixels: 9 mm at 0.7 mm pixels, small enough to fit inside organs and
 the discs of a 128×128 test slice, large enough that its mean absorbs little correlated noise."""

@@ -27,7 +27,7 @@ from ldct_clip.cli import run_cli
 from ldct_clip.config import DataConfig
 from ldct_clip.errors import InputError
 from ldct_clip.io import read_volume
-from ldct_clip.models.checkpoint import read_checkpoint_metadata
+from ldct_clip.models.checkpoint import TRAINING_NOISE_KEY, read_checkpoint_metadata
 from ldct_clip.noise_estimation import (
     METHODS,
     NoiseEstimate,
@@ -38,8 +38,6 @@ from ldct_clip.noise_estimation import (
     sigma_to_hu,
 )
 
-TRAINING_NOISE_KEY = "training_noise_sigma"
-"""Checkpoint metadata key of the training noise σ (a float as a string, 1/255 units of the model scale)."""
 RELEASED_SIGMA = DataConfig().noise_sigma
 """σ of the released LDCT recipe (configs/ldct_mayo_sigma5.yaml), the config's default."""
 NOTE = (

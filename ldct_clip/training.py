@@ -46,7 +46,13 @@ from ldct_clip.data.hu import model_to_hu
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
 from ldct_clip.metrics import score_slices
-from ldct_clip.models.checkpoint import TRAINING_PREFIX, load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from ldct_clip.models.checkpoint import (
+    TRAINING_NOISE_KEY,
+    TRAINING_PREFIX,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
 from ldct_clip.models.encoder import RANDOM
 from ldct_clip.training_data import TrainingData, build_training_data
 
@@ -297,7 +303,7 @@ class Trainer:
     def _metadata(self) -> dict[str, str]:
         meta = {"step": str(self.step), "run": self.config.name}
         if self.method.trains_on_added_noise:
-            meta["training_noise_sigma"] = f"{self.config.data.noise_sigma:g}"
+            meta[TRAINING_NOISE_KEY] = f"{self.config.data.noise_sigma:g}"
         return meta
 
     def _save(self, val: dict[str, float] | None) -> None:

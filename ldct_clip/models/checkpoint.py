@@ -38,6 +38,8 @@ LEGACY_FORMATS = ("ldct_clip.CLIPDenoiser",)
 FORMAT_VERSION = 2
 DEFAULT_METHOD = "clipdenoising"
 """The method of files that name none (version 1)."""
+TRAINING_NOISE_KEY = "training_noise_sigma"
+"""Metadata key of the Gaussian training noise (config ``data.noise_sigma``, 1/255 of the model scale)."""
 TRAINING_PREFIX = "training/"
 """Tensor-name prefix of training state stored beside the weights; never loaded into a model."""
 
