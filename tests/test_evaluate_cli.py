@@ -68,7 +68,7 @@ def test_a_complete_report_from_a_mayo_tree(checkpoint: Path, mayo_root: Path, t
     assert summary["patients"] == ["L506"] and summary["split"] == "clipdenoising"
     assert [m["key"] for m in summary["methods"]] == ["model", "low_dose", "tv"]
     assert summary["command"].startswith("python -m ldct_clip.evaluate --checkpoint")
-    assert summary["model"]["label"] == "CLIPDenoiser (tiny.safetensors) [random encoder]"
+    assert summary["model"]["label"] == "CLIPDenoising (tiny.safetensors) [random encoder]"
 
     # a second run reuses the manifest cached in the report folder instead of scanning again
     monkeypatch.setattr("ldct_clip.data.mayo.scan_mayo", lambda root: pytest.fail("scanned again"))
@@ -148,7 +148,7 @@ def test_several_checkpoints_and_labelled_methods_in_one_report(checkpoint: Path
                  "--output", str(out), "--no-baselines", *QUICK]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [(m["key"], m["label"]) for m in summary["methods"]] == [
-        ("model", "Mine [random encoder]"), ("clipdenoising", "CLIPDenoiser (tiny.safetensors) [random encoder]"),
+        ("model", "Mine [random encoder]"), ("clipdenoising", "CLIPDenoising (tiny.safetensors) [random encoder]"),
         ("low_dose", "Low-dose input")]  # in command-line order; the first is the reference
     assert summary["methods"][0]["source"] == str(other)
     assert {(p["method"], p["reference"]) for p in summary["presets"]["clipdenoising"]["paired"]} == {

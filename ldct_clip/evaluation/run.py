@@ -51,6 +51,7 @@ from ldct_clip.evaluation.baselines import (
 from ldct_clip.evaluation.pairs import PairedSlices, SlicePair
 from ldct_clip.evaluation.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparison, paired_comparisons
 from ldct_clip.inference import PRECISIONS, VolumeDenoiser
+from ldct_clip.methods import get_method
 from ldct_clip.metrics import MetricPreset, RoiStats, find_flat_rois, get_preset, roi_stats, score_slices, summarize
 from ldct_clip.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from ldct_clip.models.encoder import RANDOM
@@ -92,9 +93,6 @@ FULL_DOSE = "full_dose"
 """Key of the full-dose images kept for the figures (not a scored method)."""
 DEFAULT_METHOD = "clipdenoising"
 """The method of a model that names none (models written before the method registry)."""
-METHOD_TITLES = {"clipdenoising": "CLIPDenoiser", "noise2sim": "Noise2Sim", "redcnn": "RED-CNN",
-                 "scoresde_ct": "ScoreSDE-CT"}
-"""Names of the methods in default row labels."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +115,13 @@ class ModelEntry:
 
 
 def default_label(method: str, checkpoint: str | os.PathLike[str]) -> str:
-    """``"<method name> (<file name>)"``, the row label of a checkpoint given without one.
+    """``"<method title> (<file name>)"``, the row label of a checkpoint given without one (the title from
+    the method registry, :mod:`ldct_clip.methods`).
 
     >>> default_label("noise2sim", "runs/n2s/best.safetensors")
     'Noise2Sim (best.safetensors)'
     """
-    return f"{METHOD_TITLES.get(method, method)} ({Path(checkpoint).name})"
+    return f"{get_method(method).title} ({Path(checkpoint).name})"
 
 
 def load_model_entry(checkpoint: str | os.PathLike[str], label: str | None = None) -> ModelEntry:
