@@ -243,3 +243,22 @@ def test_batch_mode_finds_series_without_the_dicom_preamble(tmp_path: Path, chec
     code, out, _ = _run(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "archive"), "--output",
                          str(tmp_path / "out"), "--device", "cpu"], capsys)
     assert code == 0 and "denoised 2 of 2 series" in out
+
+
+def test_metadata_of_the_wrong_type_is_named_as_such(tmp_path: Path, checkpoint: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(checkpoint), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config["in_channels"] = "1"
+    bad = tmp_path / "string.safetensors"
+    save_file(tensors, str(bad), metadata={**meta, "config": json.dumps(config)})
+    make_ct_series(tmp_path / "in", n_slices=2)
+    code, _, err = _run(["--checkpoint", str(bad), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")],
+                        capsys)
+    assert code == 2 and "invalid model config" in err and "checkpoint is for RGB images" not in err

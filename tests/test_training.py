@@ -258,3 +258,17 @@ def test_time_budget_stops_early_with_a_resumable_checkpoint(images: dict[str, P
     assert records[-1] == {"step": 1, "stopped": "max_minutes"}
     assert result["val_items"] == 1
     assert (tmp_path / "run" / "checkpoints" / "resume.safetensors").is_file()
+
+
+def test_run_folder_inside_the_data_root_is_refused_before_anything_is_written(mayo_root: Path) -> None:
+    before = _snapshot(mayo_root)
+    code = run_cli(train_main, ["--config", str(ROOT / "configs" / "ldct_mayo_sigma5_smoke.yaml"), "--data-root",
+                                str(mayo_root), "--output-dir", str(mayo_root / "run")])
+    assert code == 2 and _snapshot(mayo_root) == before and not (mayo_root / "run").exists()
+
+
+def test_a_run_that_never_started_leaves_no_folder(mayo_root: Path, tmp_path: Path) -> None:
+    """A split whose test patient is missing fails after the manifest scan: the new run folder is removed."""
+    code = run_cli(train_main, ["--config", str(ROOT / "configs" / "ldct_mayo_sigma5_smoke.yaml"), "--data-root",
+                                str(mayo_root), "--set", "data.split=noise2sim", "--output-dir", str(tmp_path / "r")])
+    assert code == 2 and not (tmp_path / "r").exists()
