@@ -19,6 +19,8 @@ _LAZY: dict[str, str] = {
     "training_transforms": "ldct_clip.data.transforms",
     "EvaluationPairs": "ldct_clip.data.datasets",
     "TrainingPatches": "ldct_clip.data.datasets",
+    "AdjacentSlicePairs": "ldct_clip.data.adjacent_slices",
+    "PairedPatches": "ldct_clip.data.paired_patches",
 }
 
 __all__ = [
