@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from ldct_clip.errors import InputError
-from ldct_clip.metrics import PRESETS
+from ldct_clip.metrics import CT_PRESETS, PRESETS
 
 DATA_KINDS = ("mayo", "image_folder", "paired_folder")
 
@@ -162,7 +162,7 @@ class ExperimentConfig:
              f"train.metric_preset must be one of {', '.join(PRESETS)}, got {self.train.metric_preset!r}"),
             ((self.train.metric_preset == "natural") == (self.in_channels == 3),
              "train.metric_preset must be 'natural' for RGB models (in_channels 3) and a CT preset "
-             "(clipdenoising, redcnn, noise2sim) for CT models (in_channels 1)"),
+             f"({', '.join(CT_PRESETS)}) for CT models (in_channels 1)"),
             (not self.data.validation_patients or self.data.kind == "mayo",
              "data.validation_patients applies to data.kind mayo only; use data.val_root for image folders"),
             (finite, "optim.lr, optim.weight_decay, optim.betas, schedule.eta_min and schedule.gamma must be finite"),

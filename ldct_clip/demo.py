@@ -14,7 +14,7 @@ Steps, each with the toolkit's own public pieces:
    ScoreSDE-CT too with ``--with-scoresde``), so the report compares measured methods on the same slices.
 3. **Inference.** :func:`ldct_clip.inference.denoise_series` denoises DEMO02's quarter-dose series into a
    new DICOM series, as ``python -m ldct_clip.infer`` would.
-4. **Evaluation.** :func:`ldct_clip.evaluation.evaluate` and :func:`ldct_clip.report.write_report` score the
+4. **Evaluation.** :func:`ldct_clip.evaluation.evaluate` and :func:`ldct_clip.evaluation.write_report` score the
    model beside the low-dose input and TV (BM3D too when installed), as ``python -m ldct_clip.evaluate``.
 
 The encoder uses CLIP's ``openai`` RN50 weights when they can be had (cached, downloadable, or a file
@@ -48,11 +48,17 @@ from ldct_clip.data.hu import HU_MAX, HU_MIN
 from ldct_clip.data.mayo import scan_mayo
 from ldct_clip.device import DEVICES
 from ldct_clip.errors import InputError
-from ldct_clip.evaluation import default_baselines, evaluate, pairs_from_manifest, worse_than_input, write_report
+from ldct_clip.evaluation import (
+    default_baselines,
+    evaluate,
+    load_model_entry,
+    pairs_from_manifest,
+    worse_than_input,
+    write_report,
+)
 from ldct_clip.inference import denoise_series
 from ldct_clip.io import CTVolume, read_slice_header, read_slice_hu, write_nifti
 from ldct_clip.methods import get_method
-from ldct_clip.models.checkpoint import load_checkpoint
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
 from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
@@ -315,8 +321,8 @@ def run_demo(
     denoise_series(checkpoint, low_dose, denoised, device=device, overwrite=True, progress=progress)
 
     _say("[4/4] evaluating against the full dose")
-    entries = [("CLIPDenoiser (demo)", load_checkpoint(checkpoint))]
-    entries += [(f"{get_method(m).title} (demo)", load_checkpoint(path)) for m, path in comparisons.items()]
+    entries = [load_model_entry(checkpoint, "CLIPDenoiser (demo)")]  # with its training noise, for the report
+    entries += [load_model_entry(path, f"{get_method(m).title} (demo)") for m, path in comparisons.items()]
     pairs = pairs_from_manifest(scan_mayo(data_root), SPLIT)
     result = evaluate(entries, pairs, baselines=default_baselines(), device=device, progress=progress)
     result.notes.extend(_report_notes(reason, minutes, shares))

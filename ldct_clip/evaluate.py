@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{n} on {device}" for device, n in BATCH_SIZES.items())
     parser.add_argument("--batch-size", type=_positive_int, help=f"slices per forward pass (default: {defaults})")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision (default fp32)")
+    parser.add_argument("--steps", type=_positive_int,
+                        help="sampler steps for ScoreSDE-CT models (2 x steps + 1 network evaluations per slice; "
+                             "default: the checkpoint's own, 1000 officially)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--baselines", nargs="+", metavar="NAME",
                        help=f"baselines to run, any of {', '.join(BASELINES)} (default: tv, and bm3d when the "
@@ -218,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        steps=args.steps,
         progress=True,
     )
     command = shlex.join(["python", "-m", "ldct_clip.evaluate", *(sys.argv[1:] if argv is None else argv)])

@@ -99,6 +99,7 @@ class VolumeDenoiser:
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast on CPU and CUDA).
         steps: sampler steps for methods that sample (ScoreSDE-CT); None: the model's own setting.
 
+    >>> from ldct_clip import CLIPDenoiser
     >>> denoiser = VolumeDenoiser(CLIPDenoiser(encoder_weights="random"), batch_size=2, device="cpu")
     >>> denoiser(np.zeros((3, 40, 40), np.float32)).shape
     (3, 40, 40)
@@ -199,6 +200,7 @@ def denoise_volume(
     Raises:
         InputError: NaN/Inf voxels, a wrong shape, an RGB model, or a bad argument.
 
+    >>> from ldct_clip import CLIPDenoiser
     >>> model = CLIPDenoiser(encoder_weights="random")
     >>> denoise_volume(model, np.full((2, 48, 64), 40.0), device="cpu").shape
     (2, 48, 64)

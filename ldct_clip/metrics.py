@@ -136,6 +136,8 @@ PRESETS: Mapping[str, MetricPreset] = MappingProxyType(
     }
 )
 """All metric presets by name."""
+CT_PRESETS: tuple[str, ...] = ("clipdenoising", "redcnn", "noise2sim")
+"""The presets that apply to CT (the others are for natural images)."""
 
 
 def get_preset(name: str) -> MetricPreset:

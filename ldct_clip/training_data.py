@@ -28,13 +28,12 @@ from ldct_clip.config import ExperimentConfig
 from ldct_clip.data.datasets import EvaluationPairs, TrainingPatches
 from ldct_clip.data.hu import IntensityScale
 from ldct_clip.data.images import ImageFolderPatches, ImagePairs, PairedFolderPatches
-from ldct_clip.data.mayo import Manifest, scan_mayo
+from ldct_clip.data.mayo import Manifest, load_manifest
 from ldct_clip.data.splits import Split, get_split
 from ldct_clip.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_CACHE = "manifest.csv"
 
 
 @dataclass
@@ -52,25 +51,6 @@ class TrainingData:
             raise InputError("the training split is empty; check data.root and data.split")
         if len(self.validation) == 0:
             raise InputError("the validation split is empty; check data.val_root or the split's test patients")
-
-
-def load_manifest(root: str | Path, run_dir: Path) -> Manifest:
-    """A manifest file as given, or a Mayo tree scanned once with the result cached in ``run_dir``."""
-    root = Path(root)
-    if root.is_file():
-        return Manifest.load(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: data root not found; pass an AAPM-Mayo folder or a manifest from prepare_mayo.py")
-    cached = run_dir / MANIFEST_CACHE
-    if cached.is_file():
-        manifest = Manifest.load(cached)
-        if manifest.root.resolve() == root.resolve():
-            return manifest
-    logger.info("scanning %s for AAPM-Mayo series (once; cached as %s)", root, cached)
-    manifest = scan_mayo(root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest.save(cached)
-    return manifest
 
 
 @dataclass(frozen=True)
@@ -98,7 +78,7 @@ def mayo_split(config: ExperimentConfig, run_dir: Path) -> MayoSplit:
         raise InputError(f"method {config.method} trains on CT: set data.kind to mayo (got {d.kind})")
     if d.root is None:
         raise InputError("no training data: pass --data-root DIR (or set data.root in the config)")
-    manifest = load_manifest(d.root, run_dir)
+    manifest = load_manifest(d.root, cache_dir=run_dir, write_cache=True)
     split = get_split(d.split, available_patients=manifest.patients, validation=d.validation_patients)
     held_out = split.validation or split.test  # the released code validates on the test patient
     if not split.validation:

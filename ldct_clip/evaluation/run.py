@@ -52,8 +52,17 @@ from ldct_clip.evaluation.pairs import PairedSlices, SlicePair
 from ldct_clip.evaluation.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparison, paired_comparisons
 from ldct_clip.inference import PRECISIONS, VolumeDenoiser
 from ldct_clip.methods import get_method
-from ldct_clip.metrics import MetricPreset, RoiStats, find_flat_rois, get_preset, roi_stats, score_slices, summarize
-from ldct_clip.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+from ldct_clip.metrics import (
+    CT_PRESETS,
+    MetricPreset,
+    RoiStats,
+    find_flat_rois,
+    get_preset,
+    roi_stats,
+    score_slices,
+    summarize,
+)
+from ldct_clip.models.checkpoint import TRAINING_NOISE_KEY, load_checkpoint, read_checkpoint_metadata
 from ldct_clip.models.encoder import RANDOM
 from ldct_clip.noise_estimation import MAX_SLICES as NOISE_SLICES
 from ldct_clip.noise_estimation import NoiseEstimate, compare_with_training, estimate_noise_sd
@@ -75,7 +84,6 @@ __all__ = [
     "worse_than_input",
 ]
 
-CT_PRESETS: tuple[str, ...] = ("clipdenoising", "redcnn", "noise2sim")
 """Metric presets that apply to CT (see :data:`ldct_clip.metrics.PRESETS`)."""
 CHUNK_SLICES = 16
 """Slices read and processed together (more when a batch size is larger); one automatic ROI per chunk."""
@@ -136,7 +144,7 @@ def load_model_entry(checkpoint: str | os.PathLike[str], label: str | None = Non
     if channels != 1:
         raise InputError(f"{path}: checkpoint is for RGB images (in_channels={channels}), not CT; "
                          "pass a checkpoint trained on CT")
-    sigma = metadata.get("training_noise_sigma")
+    sigma = metadata.get(TRAINING_NOISE_KEY)
     try:
         noise_sigma = None if sigma is None else float(sigma)
     except ValueError:
@@ -375,6 +383,7 @@ def evaluate(
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     progress: bool = False,
+    steps: int | None = None,
 ) -> EvaluationResult:
     """Score every model, the low-dose input and the baselines on every pair, under every preset.
 
@@ -396,6 +405,7 @@ def evaluate(
             (see :data:`VIEWER_SLICES` for the memory this takes); 0 leaves the viewer out.
         bootstrap_resamples, seed: of the paired confidence intervals (:mod:`ldct_clip.evaluation.statistics`).
         progress: show a progress bar over the slices.
+        steps: sampler steps for models that sample (ScoreSDE-CT); None: each model's own setting.
 
     >>> import numpy as np
     >>> from ldct_clip import CLIPDenoiser
@@ -425,7 +435,7 @@ def evaluate(
             raise InputError(f"roi_size={roi_size!r}: must be an integer from 2 to {smallest} (the slice size)")
 
     methods = _methods(entries, chosen, tv_weight, bm3d_sigma_hu)
-    denoisers = [VolumeDenoiser(entry.model, batch_size=batch_size, device=device, precision=precision)
+    denoisers = [VolumeDenoiser(entry.model, batch_size=batch_size, device=device, precision=precision, steps=steps)
                  for entry in entries]
     run: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         method.key: denoiser for method, denoiser in zip(methods, denoisers)  # models come first
