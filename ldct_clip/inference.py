@@ -55,6 +55,7 @@ from ldct_clip.io.volume import CTVolume
 from ldct_clip.models.checkpoint import checkpoint_settings, load_checkpoint
 from ldct_clip.models.denoiser import SIZE_MULTIPLE
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM
+from ldct_clip.sharding import Shard, balance, count_slices, output_complete, tidy_partials
 
 if TYPE_CHECKING:
     from ldct_clip.methods import Method
@@ -212,13 +213,17 @@ def denoise_volume(
 
 @dataclass(frozen=True)
 class SeriesResult:
-    """What happened to one input series: where it went, how many slices, how long, and any error."""
+    """What happened to one input series: where it went, how many slices, how long, and any error.
+
+    ``skipped``: not processed because its output was complete already (``skip_existing``).
+    """
 
     source: Path
     target: Path
     slices: int = 0
     seconds: float = 0.0
     error: str | None = None
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -237,6 +242,8 @@ def denoise_series(
     overwrite: bool = False,
     progress: bool = False,
     steps: int | None = None,
+    skip_existing: bool = False,
+    shard: Shard | None = None,
 ) -> list[SeriesResult]:
     """Read a CT series, denoise it and write the result; or do so for every series folder under a folder.
 
@@ -265,16 +272,22 @@ def denoise_series(
         overwrite: replace existing outputs.
         progress: show a tqdm bar (slices per second) per series.
         steps: sampler steps for methods that sample (ScoreSDE-CT); None: the checkpoint's own setting.
+        skip_existing: resume an interrupted run: an existing output folder is allowed, series whose output
+            is complete are skipped, and hidden partial outputs of the killed run are removed (without it
+            they are only named in a warning).
+        shard: under ``torchrun`` (:meth:`Shard.from_env <ldct_clip.sharding.Shard.from_env>`), this
+            process's rank: it does only its share of the series (:func:`~ldct_clip.sharding.balance`),
+            after every rank has planned; rank 0 also reports the skipped series.
 
     Returns:
-        One :class:`SeriesResult` per series, in input order.
+        One :class:`SeriesResult` per series of this rank, in input order.
     """
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
     _check_settings(batch_size, precision)
     resolve_device(device)
     source, target = Path(input_path), Path(output_path)
-    jobs, batch = _plan_jobs(source, target, fmt, overwrite)
+    jobs, batch = _plan_jobs(source, target, fmt, overwrite or skip_existing)
     if batch and series_uid is not None:
         raise InputError(
             f"{source}: --series-uid picks one series in a single folder; it cannot be combined with a folder "
@@ -286,7 +299,16 @@ def denoise_series(
             raise InputError(f"{target}: holds the checkpoint {checkpoint}, which --overwrite would delete; "
                              "choose an output that does not contain the checkpoint")
         _check_checkpoint(checkpoint)  # fail fast, before any reading
+    shard = shard or Shard()
+    planned = jobs
+    jobs, skipped = _shard_jobs(jobs, shard, skip_existing)
+    if shard.rank == 0:  # before the barrier: no rank is writing yet
+        tidy_partials(target, remove=skip_existing)
+    shard.barrier()  # every rank has planned before any rank writes
     _check_writable(target)
+    done = [SeriesResult(job.source, job.target, skipped=True) for job in skipped]
+    if not jobs:
+        return done
 
     results: list[SeriesResult | None] = [None] * len(jobs)
     reader = ThreadPoolExecutor(1, thread_name_prefix="ldct-read")
@@ -319,7 +341,8 @@ def denoise_series(
     finally:
         reader.shutdown(cancel_futures=True)  # on an error or Ctrl-C, skip reads not yet started
         writer.shutdown()  # a started write completes: it is atomic and its series is computed
-    return [result for result in results if result is not None]
+    order = {job.source: index for index, job in enumerate(planned)}
+    return sorted([*done, *(result for result in results if result is not None)], key=lambda r: order[r.source])
 
 
 # --- planning ------------------------------------------------------------------------------------------
@@ -332,8 +355,11 @@ class _Job:
     name: str  # relative name shown in progress bars
 
 
-def _plan_jobs(source: Path, target: Path, fmt: str, overwrite: bool) -> tuple[list[_Job], bool]:
-    """The series to process and whether this is batch mode; InputError for unusable input/output paths."""
+def _plan_jobs(source: Path, target: Path, fmt: str, allow_existing: bool) -> tuple[list[_Job], bool]:
+    """The series to process and whether this is batch mode; InputError for unusable input/output paths.
+
+    An existing output is refused unless ``allow_existing`` (``overwrite`` or ``skip_existing``).
+    """
     if not source.exists():
         raise InputError(
             f"{source}: no such file or folder; pass a DICOM series folder, a NIfTI file or a folder of series"
@@ -343,8 +369,9 @@ def _plan_jobs(source: Path, target: Path, fmt: str, overwrite: bool) -> tuple[l
         raise InputError(f"{target}: output lies inside the input {source}; choose an output outside the input")
     if src.is_relative_to(dst):
         raise InputError(f"{target}: output contains the input {source}; choose an output outside the input")
-    if target.exists() and not overwrite:
-        raise InputError(f"{target}: output already exists; choose another output or pass --overwrite")
+    if target.exists() and not allow_existing:
+        raise InputError(f"{target}: output already exists; choose another output or pass --overwrite "
+                         "(or --skip-existing to resume an interrupted run)")
     nifti_target = target.name.endswith(NIFTI_SUFFIXES)
 
     if source.is_file() or _holds_dicom(source) or not any(p.is_dir() for p in source.iterdir()):
@@ -371,6 +398,17 @@ def _plan_jobs(source: Path, target: Path, fmt: str, overwrite: bool) -> tuple[l
             f"{source}: no DICOM files in it or in its subfolders; pass a series folder or a folder of them"
         )
     return jobs, True  # os.walk is top-down: a series is written before any series nested inside it
+
+
+def _shard_jobs(jobs: list[_Job], shard: Shard, skip_existing: bool) -> tuple[list[_Job], list[_Job]]:
+    """This rank's jobs and (on rank 0) the ones skipped because their output is complete already.
+
+    Every rank computes the same split from the same plan, before any rank writes.
+    """
+    todo = [job for job in jobs if not (skip_existing and output_complete(job.target))]
+    skipped = [job for job in jobs if job not in todo] if shard.rank == 0 else []
+    ranks = balance([count_slices(job.source) for job in todo], [job.name for job in todo], shard.world_size)
+    return [job for job, rank in zip(todo, ranks, strict=True) if rank == shard.rank], skipped
 
 
 def _holds_dicom(folder: Path) -> bool:
