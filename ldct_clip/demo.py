@@ -56,11 +56,13 @@ from ldct_clip.evaluation import (
     worse_than_input,
     write_report,
 )
+from ldct_clip.generalization import run_generalization
+from ldct_clip.generalization.conditions import check_doses
 from ldct_clip.inference import denoise_series
 from ldct_clip.io import CTVolume, read_slice_header, read_slice_hu, write_nifti
 from ldct_clip.methods import get_method
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
-from ldct_clip.simulate import LOW_DOSE_FOLDER, simulate_series
+from ldct_clip.simulate import FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "demo_config",
     "demo_volume",
     "run_demo",
+    "run_demo_generalization",
 ]
 
 DEMO_PATIENTS: dict[str, tuple[str, ...]] = {
@@ -95,6 +98,10 @@ SUMMARY_NAME = "demo.json"
 """Written last in the demo folder: its presence means the demo completed."""
 MARKER_NAME = ".ldct_clip_demo"
 """Written first in the demo folder: ``--overwrite`` replaces only folders that hold it."""
+GENERALIZATION_SLICES = 2
+"""Slices per condition of the demo's small generalization benchmark (``--doses``)."""
+GENERALIZATION_FILTERS: tuple[str, ...] = ("ramp", "hann")
+"""Noise kernels of the demo's generalization benchmark: sharp and smooth."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class DemoResult:
     encoder_weights: str
     random_encoder_reason: str | None
     worse_than_input: tuple[str, ...] = ()
+    generalization: Path | None = None
 
     @property
     def figures(self) -> Path:
@@ -278,12 +286,14 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     with_scoresde: bool = False,
+    doses: Sequence[float] | None = None,
 ) -> DemoResult:
     """Build the demo data, train, denoise the test series and write the evaluation report under ``output``.
 
     ``iterations`` fixes the schedule length (tests use a handful); by default it follows ``minutes``.
     ``slice_size`` resamples the slices (smaller is faster, mostly in the simulation; at least 64).
     An existing demo folder is refused unless ``overwrite``; :data:`SUMMARY_NAME` is written last.
+    ``doses`` adds a small generalization benchmark at those doses (:func:`run_demo_generalization`).
     """
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise InputError(f"--minutes {minutes!r}: must be a positive number of minutes")
@@ -291,6 +301,8 @@ def run_demo(
         raise InputError(f"--iterations {iterations!r}: must be a positive integer")
     if isinstance(slice_size, bool) or not isinstance(slice_size, int) or slice_size < 64:
         raise InputError(f"--slice-size {slice_size!r}: must be an integer of at least 64 pixels")
+    if doses is not None:
+        check_doses(doses)  # a bad dose fails before the data and the training
     folder = Path(output)
     _check_folder(folder, overwrite)
     weights, reason = choose_encoder_weights(encoder_weights)  # announces a fallback itself
@@ -326,16 +338,35 @@ def run_demo(
     pairs = pairs_from_manifest(scan_mayo(data_root), SPLIT)
     result = evaluate(entries, pairs, baselines=default_baselines(), device=device, progress=progress)
     result.notes.extend(_report_notes(reason, minutes, shares))
-    report = write_report(result, folder / "report", overwrite=True,
-                          command=_command(folder, minutes, encoder_weights, iterations, slice_size))
+    command = _command(folder, minutes, encoder_weights, iterations, slice_size, doses)
+    report = write_report(result, folder / "report", overwrite=True, command=command)
+    generalization = None
+    if doses is not None:
+        _say(f"[+] generalization benchmark at {', '.join(f'{d:.0%}' for d in check_doses(doses))} dose")
+        generalization = run_demo_generalization(folder, data_root, [checkpoint, *comparisons.values()],
+                                                 [entry.label for entry in entries], doses, device, progress, command)
 
     demo = DemoResult(folder, data_root, run_dir, checkpoint, denoised, report, weights, reason,
-                      tuple(worse_than_input(result)))
+                      tuple(worse_than_input(result)), generalization)
     _write_summary(demo)
     return demo
 
 
-def _command(folder: Path, minutes: float, weights: str, iterations: int | None, slice_size: int) -> str:
+def run_demo_generalization(folder: Path, data_root: Path, checkpoints: Sequence[Path], labels: Sequence[str],
+                            doses: Sequence[float], device: str = "auto", progress: bool = True,
+                            command: str | None = None) -> Path:
+    """The generalization benchmark, small: the test patient's normal dose at ``doses``, the sharp and the smooth
+    noise kernel (:data:`GENERALIZATION_FILTERS`), thin slices, :data:`GENERALIZATION_SLICES` slices, every
+    checkpoint and TV; written to ``folder/generalization``, which is returned."""
+    result = run_generalization(checkpoints, folder / "generalization",
+                                input_path=data_root / TEST_PATIENT / FULL_DOSE_FOLDER, doses=doses,
+                                filters=GENERALIZATION_FILTERS, thicknesses=(SLICE_SPACING_MM,), labels=labels,
+                                max_slices=GENERALIZATION_SLICES, device=device, progress=progress, command=command)
+    return result.output
+
+
+def _command(folder: Path, minutes: float, weights: str, iterations: int | None, slice_size: int,
+             doses: Sequence[float] | None = None) -> str:
     """The demo command line that reproduces this run (for the report)."""
     parts = ["python", "-m", "ldct_clip.demo", "--output", str(folder), "--minutes", f"{minutes:g}"]
     if weights != OPENAI_TAG:
@@ -344,6 +375,8 @@ def _command(folder: Path, minutes: float, weights: str, iterations: int | None,
         parts += ["--iterations", str(iterations)]
     if slice_size != SLICE_SIZE:
         parts += ["--slice-size", str(slice_size)]
+    if doses is not None:
+        parts += ["--doses", *(f"{d:g}" for d in doses)]
     return shlex.join(parts)
 
 
@@ -385,6 +418,7 @@ def _write_summary(demo: DemoResult) -> None:
         "encoder_weights": demo.encoder_weights,
         "random_encoder_reason": demo.random_encoder_reason,
         "worse_than_input": list(demo.worse_than_input),
+        "generalization": None if demo.generalization is None else str(demo.generalization / "report.html"),
     }
     temp = partial_path(demo.output / SUMMARY_NAME)
     temp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -422,6 +456,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo folder")
     parser.add_argument("--with-scoresde", action="store_true",
                         help=f"also train a small ScoreSDE-CT score model (its sampler: {SCORESDE_STEPS} steps)")
+    parser.add_argument("--doses", nargs="+", type=float, metavar="D",
+                        help=f"after the evaluation, run a small generalization benchmark at these dose fractions "
+                             f"({GENERALIZATION_SLICES} slices, ramp and hann noise) into OUTPUT/generalization")
     return parser
 
 
@@ -429,13 +466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo and print where its outputs are."""
     args = _parser().parse_args(argv)
     demo = run_demo(args.output, args.minutes, args.encoder_weights, args.iterations, args.slice_size, args.device,
-                    args.overwrite, with_scoresde=args.with_scoresde)
+                    args.overwrite, with_scoresde=args.with_scoresde, doses=args.doses)
     print()
     print(f"denoised series : {demo.denoised}")
     print(f"report          : {demo.report / 'report.html'} (also report.md, metrics.csv, summary.json)")
     print(f"figures         : {demo.figures}")
     print(f"checkpoint      : {demo.checkpoint}")
     print(f"training run    : {demo.run_dir} (curves.png, metrics.jsonl)")
+    if demo.generalization is not None:
+        print(f"generalization  : {demo.generalization / 'report.html'} (dose and kernel benchmark)")
     for line in demo.worse_than_input:
         print(f"WARNING: {line}", file=sys.stderr)
     if demo.random_encoder_reason is not None:

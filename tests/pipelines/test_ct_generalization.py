@@ -191,3 +191,43 @@ def test_cache_hits_the_previous_folder_and_keys_on_every_parameter(tmp_path: Pa
     found = new.get(key, (2, 2, 2))
     assert found is not None and found.hit and found.seconds == 1.5 and np.array_equal(found.hu, hu)
     assert (tmp_path / "new" / CACHE_DIR / f"{key}.npy").is_file()  # carried into the new folder
+
+
+@pytest.mark.slow
+def test_demo_runs_a_small_benchmark_on_its_test_patient(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    """The plumbing behind ``python -m ldct_clip.demo --doses`` (the whole demo takes minutes)."""
+    from ldct_clip import demo
+
+    data_root = tmp_path / "data"
+    hu = phantom_hu(3, 64, 64) + np.random.default_rng(2).normal(0.0, 5.0, (3, 64, 64))
+    make_ct_series(data_root / demo.TEST_PATIENT / "full_1mm", 3, 64, 64, hu=np.round(hu), spacing=(1.0, 0.7, 0.7))
+    folder = demo.run_demo_generalization(tmp_path, data_root, checkpoints[:1], ["RED-CNN (demo)"], [0.5],
+                                          device="cpu", progress=False)
+    assert folder == tmp_path / "generalization"
+    rows = _rows(folder)
+    assert [r["condition"] for r in rows if r["method"] == "model"] == ["dose50_ramp_1mm", "dose50_hann_1mm"]
+    assert rows[0]["label"] == "RED-CNN (demo)" and {r["slices"] for r in rows} == {str(demo.GENERALIZATION_SLICES)}
+
+
+def test_demo_doses_option_reaches_run_demo_and_a_bad_dose_fails_first(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldct_clip import demo
+    from ldct_clip.errors import InputError
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_demo(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo, "run_demo", fake_run_demo)
+        with pytest.raises(Stop):
+            demo.main(["--output", str(tmp_path / "d"), "--doses", "0.5", "0.1", "--device", "cpu"])
+    assert seen["doses"] == [0.5, 0.1]
+    with pytest.raises(InputError, match=r"--doses 2\.0: must be a fraction"):
+        demo.run_demo(tmp_path / "d", doses=[2.0], encoder_weights="random")
+    assert not (tmp_path / "d").exists()
