@@ -77,7 +77,7 @@ def test_a_kill_during_any_save_resumes_exactly(mayo_root: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Weights and training state are one atomic file: killed inside any save, the resumed run ends where an
     uninterrupted one does, tensor for tensor."""
-    import ldct_clip.training as training
+    import ldct_clip.training.loop as training
 
     args = lambda out: _args("redcnn", mayo_root, out)  # noqa: E731
     assert train_main(args(tmp_path / "whole")) == 0

@@ -1,32 +1,14 @@
-"""The training loop of every method: optimizer, schedule, optional weight EMA, mixup, validation, resume.
-
-The method (:mod:`ldct_clip.methods`) decides the network, what a batch holds and the loss; this loop is
-the same for all of them (CLIPDenoising: AdamW + L1 with gradient clipping, mixup and feature augmentation).
-
-Reproducibility is built on one rule: everything random in a step (which slices, crops, flips, noise,
-mixup and feature augmentation) is drawn from generators seeded by ``(seed, step, rank)``. A run that is
-stopped and resumed therefore computes exactly the steps an uninterrupted run would, whatever the
-number of DataLoader workers.
-
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel; only parameters that
-require gradients train (CLIPDenoising: the adapter and decoder), each process draws its own batches, and
-rank 0 validates, logs and saves.
-"""
+"""The training loop of every method: :class:`Trainer` (optimizer, schedule, weight EMA, mixup, validation,
+atomic checkpoints and exact resume)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import os
-import platform
 import random
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +19,12 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ldct_clip.atomic import partial_path
-from ldct_clip.config import ExperimentConfig, ScheduleConfig, save_config
-from ldct_clip.data.hu import model_to_hu
+from ldct_clip.config import ExperimentConfig, save_config
 from ldct_clip.device import resolve_device
 from ldct_clip.errors import InputError
-from ldct_clip.metrics import score_slices
 from ldct_clip.models.checkpoint import (
     TRAINING_NOISE_KEY,
     TRAINING_PREFIX,
@@ -53,173 +32,24 @@ from ldct_clip.models.checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from ldct_clip.models.encoder import RANDOM
+from ldct_clip.training.distributed import Distributed
+from ldct_clip.training.records import (
+    BEST,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CURVES,
+    LAST,
+    METRICS_LOG,
+    RESUME,
+    plot_curves,
+    write_run_info,
+)
+from ldct_clip.training.sampling import StepBatchSampler, step_seed
+from ldct_clip.training.schedule import build_scheduler
+from ldct_clip.training.validation import validate
 from ldct_clip.training_data import TrainingData, build_training_data
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-LAST, BEST, RESUME = "last.safetensors", "best.safetensors", "resume.safetensors"
-METRICS_LOG, CURVES, RUN_INFO, CONFIG_FILE = "metrics.jsonl", "curves.png", "run.json", "config.yaml"
-_REPORTED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "monai", "pydicom", "numpy", "safetensors")
-
-
-def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
-    """A 63-bit seed that depends only on (seed, step, rank, stream)."""
-    return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yield, for each step from ``start_step`` to ``total_steps``, a batch of ``(index, item_seed)`` keys.
-
-    Indices are drawn with replacement in proportion to ``weights`` (patient-balanced for CT) from a
-    generator seeded by the step, so a step's batch never depends on what came before it.
-    """
-
-    def __init__(self, weights: torch.Tensor, batch_size: int, seed: int, start_step: int, total_steps: int,
-                 rank: int = 0) -> None:
-        self.weights = weights.double()
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
-        self.start_step, self.total_steps = start_step, total_steps
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step, self.total_steps):
-            g = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank, stream=1))
-            indices = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
-            seeds = torch.randint(0, 2**31 - 1, (self.batch_size,), generator=g)
-            yield list(zip(indices.tolist(), seeds.tolist()))
-
-
-def mixup(
-    noisy: torch.Tensor, clean: torch.Tensor, lam: float, perm: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix the batch with a permutation of itself, with the same ``lam`` for noisy and clean alike.
-
-    >>> x = torch.tensor([[0.0], [1.0]])
-    >>> mixup(x, x, 0.25, torch.tensor([1, 0]))[0].flatten().tolist()
-    [0.75, 0.25]
-    """
-    perm = perm.to(noisy.device)
-    return lam * noisy + (1 - lam) * noisy[perm], lam * clean + (1 - lam) * clean[perm]
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule of ``schedule.kind`` (see :class:`~ldct_clip.config.ScheduleConfig`), stepped
-    once per iteration; torch's schedulers, with :class:`~torch.optim.lr_scheduler.LambdaLR` for the two
-    shapes torch lacks (Noise2Sim's ramps, ScoreSDE's warm-up)."""
-    s, lr = schedule, optimizer.param_groups[0]["lr"]
-    if s.kind == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
-    if s.kind == "warmup":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup, s.warmup_iterations))
-    if s.kind == "ramped":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, functools.partial(_ramped, s.iterations, s.rampup_fraction, s.rampdown_fraction))
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.iterations - s.flat_iterations,
-                                                        eta_min=min(s.eta_min, lr))
-    if s.flat_iterations == 0:
-        return cosine
-    constant = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=s.flat_iterations)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [constant, cosine], milestones=[s.flat_iterations])
-
-
-def _warmup(warmup: int, step: int) -> float:
-    """Linear warm-up factor (ScoreSDE: ``lr * min(step / warmup, 1)``)."""
-    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
-
-
-def _ramped(total: int, up: float, down: float, step: int) -> float:
-    """Noise2Sim's RampedLR factor: cosine ramp-up over the first ``up`` of the steps, squared-cosine
-    ramp-down over the last ``down``, 1 in between.
-
-    >>> [round(_ramped(100, 0.1, 0.3, s), 3) for s in (0, 5, 50, 85, 99)]
-    [0.0, 0.5, 1.0, 0.25, 0.0]
-    """
-    t = step / total
-    if up > 0 and t < up:
-        return 0.5 - 0.5 * math.cos(math.pi * t / up)
-    if down > 0 and t > 1 - down:
-        return (0.5 + 0.5 * math.cos(math.pi * (t - (1 - down)) / down)) ** 2
-    return 1.0
-
-
-@dataclass
-class Distributed:
-    """Process-group facts; a single process is rank 0 of a world of 1."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device_name: str) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        if not dist.is_initialized():
-            backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
-        return cls(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def validate(
-    model: nn.Module, pairs: Dataset, preset: str, device: torch.device, max_items: int | None = None,
-    input_scores: dict[str, float] | None = None,
-) -> dict[str, float]:
-    """Mean PSNR/SSIM of the model over validation pairs under a metric preset (eval mode, no grad).
-
-    CT pairs are scored in HU after the method's own inference (:func:`ldct_clip.inference.denoise_hu`);
-    RGB pairs (preset ``natural``) at peak 255 on the clamped output. ``max_items`` pairs are taken evenly
-    spread over all of them (first and last included). The low-dose input's own scores are returned beside
-    the model's (``val_input_psnr``/``val_input_ssim``; pass ``input_scores`` from an earlier call to skip
-    recomputing them), so a run that has not yet caught up with its input shows it.
-    """
-    from ldct_clip.inference import denoise_hu
-    from ldct_clip.methods import get_method
-
-    was_training = model.training
-    model.eval()
-    method = get_method(model.method)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
-    count = len(pairs) if max_items is None else min(max_items, len(pairs))
-    indices = np.unique(np.round(np.linspace(0, len(pairs) - 1, count)).astype(int))  # spread along z
-    with torch.inference_mode():
-        for i in indices:
-            item = pairs[int(i)]
-            low = item["low"][None].to(device)
-            full = item["full"].numpy()
-            if model.in_channels == 1:
-                low_hu = model_to_hu(low.float())
-                pred_hu = denoise_hu(method, model, low_hu).float().cpu().numpy()[0]
-                pairs_scored = [("", pred_hu, model_to_hu(full))]
-                if input_scores is None:
-                    pairs_scored.append(("input_", low_hu.cpu().numpy()[0], model_to_hu(full)))
-            else:
-                pred = model(low).float().cpu().numpy()[0]
-                pairs_scored = [("", np.clip(pred, 0, 1)[None] * 255.0, full[None] * 255.0)]
-                if input_scores is None:
-                    pairs_scored.append(("input_", np.clip(item["low"].numpy(), 0, 1)[None] * 255.0,
-                                         full[None] * 255.0))
-            for prefix, pred_image, target in pairs_scored:
-                result = score_slices(pred_image, target, preset)
-                scores[f"{prefix}psnr"].append(float(result["psnr"][0]))
-                scores[f"{prefix}ssim"].append(float(result["ssim"][0]))
-    model.train(was_training)
-    inputs = input_scores or {"val_input_psnr": float(np.mean(scores["input_psnr"])),
-                              "val_input_ssim": float(np.mean(scores["input_ssim"]))}
-    return {"val_psnr": float(np.mean(scores["psnr"])), "val_ssim": float(np.mean(scores["ssim"])),
-            "val_items": count, **inputs}
 
 
 class Trainer:
@@ -489,75 +319,3 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         if "val_psnr" in record:
             plot_curves(path, self.run_dir / CURVES)
-
-
-def plot_curves(log_path: Path, png_path: Path) -> None:
-    """Draw the training loss and validation PSNR against the step into ``png_path`` (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["step"], r["val_psnr"]) for r in records if "val_psnr" in r]
-    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if train:
-        ax_loss.plot(*zip(*train))
-    ax_loss.set(xlabel="step", ylabel="L1 loss", title="training loss", yscale="log" if train else "linear")
-    if val:
-        ax_psnr.plot(*zip(*val), marker="o")
-    ax_psnr.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
-    fig.tight_layout()
-    temp = partial_path(png_path, ".png")
-    fig.savefig(temp, dpi=100)
-    plt.close(fig)
-    os.replace(temp, png_path)
-
-
-def write_run_info(run_dir: Path, config: ExperimentConfig, model: nn.Module, data: TrainingData, world_size: int,
-                   device: torch.device) -> None:
-    """Record what a run was made of: config, versions, git commit, split patients, weight source."""
-    from ldct_clip import __version__
-
-    versions = {}
-    for name in _REPORTED_PACKAGES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = None
-    info = {
-        "config": config.to_dict(),
-        "ldct_clip_version": __version__,
-        "git_commit": _git_commit(),
-        "packages": versions,
-        "python": platform.python_version(),
-        "seed": config.train.seed,
-        "split": data.split_info,
-        "method": config.method,
-        "encoder_weights": getattr(model, "encoder_weight_source", None),
-        "encoder_weights_sha256": getattr(getattr(model, "encoder", None), "weight_sha256", None),
-        "encoder_is_random": getattr(model, "encoder_weight_source", None) == RANDOM,
-        "world_size": world_size,
-        "device": str(device),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    path = run_dir / RUN_INFO
-    if path.exists():  # a resumed run keeps its history
-        previous = json.loads(path.read_text())
-        info["started"] = previous.get("started", info["started"])
-        info["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
-    temp = partial_path(path)
-    temp.write_text(json.dumps(info, indent=2))
-    os.replace(temp, path)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                             timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
