@@ -58,6 +58,7 @@ from ldct_clip.models.encoder import OPENAI_TAG, RANDOM
 from ldct_clip.sharding import Shard, balance, count_slices, output_complete, tidy_partials
 
 if TYPE_CHECKING:
+    from ldct_clip.exporting import OnnxDenoiser
     from ldct_clip.methods import Method
 
 __all__ = [
@@ -261,7 +262,8 @@ def denoise_series(
     an existing output is refused unless ``overwrite``. Each output appears atomically when complete.
 
     Args:
-        checkpoint_or_model: a checkpoint file written by :func:`~ldct_clip.save_checkpoint`, or a model.
+        checkpoint_or_model: a checkpoint file written by :func:`~ldct_clip.save_checkpoint`, a model, or an
+            ``.onnx`` export (:mod:`ldct_clip.exporting`), run by onnxruntime in fp32.
         input_path: series folder, NIfTI file, or folder of series folders.
         output_path: output folder (DICOM, or NIfTI in batch mode) or ``.nii``/``.nii.gz`` file.
         fmt: ``"dicom"`` or ``"nifti"``.
@@ -315,9 +317,7 @@ def denoise_series(
     writer = ThreadPoolExecutor(1, thread_name_prefix="ldct-write")
     try:
         next_read = reader.submit(read_volume, jobs[0].source, series_uid)  # runs while the model loads
-        model, derivation = _model_and_derivation(checkpoint_or_model, precision)
-        denoiser = VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision, steps=steps)
-        del model
+        denoiser, derivation = _denoiser_and_derivation(checkpoint_or_model, batch_size, device, precision, steps)
         pending: tuple[int, Future[SeriesResult]] | None = None
         with _retain_freed_memory():  # across series too, so each one reuses the pages of the last
             for index, job in enumerate(jobs):
@@ -434,7 +434,12 @@ def _check_writable(target: Path) -> None:
 
 
 def _check_checkpoint(path: Path) -> None:
-    """Refuse unreadable and RGB checkpoints from their metadata alone, before the series is read."""
+    """Refuse unreadable and RGB checkpoints (or ONNX exports) from their metadata alone, before the series is read."""
+    if path.suffix == ".onnx":
+        from ldct_clip.exporting import check_onnx_model
+
+        check_onnx_model(path)
+        return
     _, settings = checkpoint_settings(path)
     in_channels = getattr(settings, "in_channels", 1)
     if in_channels != 1:
@@ -442,6 +447,26 @@ def _check_checkpoint(path: Path) -> None:
             f"{path}: checkpoint is for RGB images (in_channels={in_channels}), not CT; "
             "pass a checkpoint trained on CT (in_channels=1)"
         )
+
+
+def _denoiser_and_derivation(
+    checkpoint_or_model: str | os.PathLike[str] | nn.Module, batch_size: int | None, device: str, precision: str,
+    steps: int | None,
+) -> tuple[VolumeDenoiser | OnnxDenoiser, str]:
+    """The denoiser (a torch model, or an ``.onnx`` export run by onnxruntime) and the DerivationDescription."""
+    if isinstance(checkpoint_or_model, nn.Module) or Path(checkpoint_or_model).suffix != ".onnx":
+        model, derivation = _model_and_derivation(checkpoint_or_model, precision)
+        return VolumeDenoiser(model, batch_size=batch_size, device=device, precision=precision, steps=steps), derivation
+    from ldct_clip import __version__
+    from ldct_clip.exporting import OnnxDenoiser
+
+    path = Path(checkpoint_or_model)
+    if precision != "fp32" or steps is not None:
+        raise InputError(f"{path}: an ONNX model runs in fp32 and has no sampler; drop --precision and --steps")
+    onnx = OnnxDenoiser(path, batch_size=batch_size, device=device)
+    derivation = (f"Denoised by ldct_clip {__version__}: {onnx.method.title} ({onnx.method.name}), ONNX model "
+                  f"{path.name} exported from {onnx.metadata['source_checkpoint']}, fp32, onnxruntime")
+    return onnx, derivation
 
 
 def _model_and_derivation(
