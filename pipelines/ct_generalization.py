@@ -74,6 +74,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _psnr(value: float | None) -> str:
+    """A mean PSNR for the terminal (None: an infinite PSNR, which the summary stores as null)."""
+    return "inf" if value is None else f"{value:.2f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table's location and the per-condition PSNR; returns the exit status."""
     args = parse_args(argv)
@@ -86,11 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         electronic_noise=args.electronic_noise, device=args.device, batch_size=args.batch_size,
         figure_slices=args.figure_slices, overwrite=args.overwrite, progress=True, command=command,
     )
-    preset = result.settings["presets"][0]  # type: ignore[index]
+    preset = result.settings["presets"][0]
     for item in result.conditions:
-        scores = item.summary["presets"][preset]["methods"]  # type: ignore[index]
-        cells = ", ".join(f"{method['label']} {scores[method['key']]['psnr_mean']:.2f}"
-                          for method in item.summary["methods"])  # type: ignore[union-attr]
+        scores = item.summary["presets"][preset]["methods"]
+        cells = ", ".join(f"{method['label']} {_psnr(scores[method['key']]['psnr_mean'])}"
+                          for method in item.summary["methods"])
         print(f"{item.condition.label}: PSNR ({preset}) {cells}")
     print(f"simulations computed: {result.settings['simulations_computed']}, "
           f"from the cache: {result.settings['simulations_from_cache']}")

@@ -164,12 +164,12 @@ def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: l
     s = result.settings
     first = result.conditions[0].summary["methods"][0]["label"]
     patients = ", ".join(f"{p['patient']} ({p['slices']} of {p['of']} slices, {p['slice_spacing_mm']:g} mm apart)"
-                         for p in s["patients"])  # type: ignore[union-attr]
+                         for p in s["patients"])
     blocks = [
         _Block("heading", "Generalization benchmark: dose, kernel and thickness"),
         _Block("text", f"Normal dose: {s['source']}; patient(s) {patients}. {len(result.conditions)} conditions: "
-                       f"doses {', '.join(f'{d * 100:g}%' for d in s['doses'])}, noise kernels "  # type: ignore[union-attr]
-                       f"{', '.join(s['filters'])}, thickness {', '.join(f'{t:g} mm' for t in s['thicknesses_mm'])}"  # type: ignore[arg-type]
+                       f"doses {', '.join(f'{d * 100:g}%' for d in s['doses'])}, noise kernels "
+                       f"{', '.join(s['filters'])}, thickness {', '.join(f'{t:g} mm' for t in s['thicknesses_mm'])}"
                        + (", and the real quarter dose" if any(c.condition.real for c in result.conditions) else "")
                        + f". Every row is scored against the normal dose of the same slices; differences are "
                          f"paired, against {first}, with 95 % bootstrap intervals. See docs/generalization.md for how "
@@ -186,7 +186,7 @@ def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: l
                  for line in item.summary["noise_level"]["warnings"]]
     if warnings:
         blocks += [_Block("heading", "Warnings"), _Block("list", items=tuple(warnings))]
-    for preset in s["presets"]:  # type: ignore[union-attr]
+    for preset in s["presets"]:
         blocks.append(_Block("heading", f"Preset {preset}"))
         name = f"psnr_vs_dose_{preset}.png"
         if name in figures:
@@ -291,7 +291,7 @@ def write_overview(result: GeneralizationResult, folder: Path) -> None:
     rows = table_rows(result)
     (folder / "figures").mkdir(exist_ok=True)
     figures = {f"psnr_vs_dose_{preset}.png": _png(psnr_figure(result, preset))
-               for preset in result.settings["presets"]}  # type: ignore[union-attr]
+               for preset in result.settings["presets"]}
     for name, png in figures.items():
         (folder / "figures" / name).write_bytes(png)
     with (folder / TABLE_NAME).open("w", newline="", encoding="utf-8") as handle:

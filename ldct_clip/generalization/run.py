@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,18 @@ MARKER_NAME = ".ldct_clip_generalization"
 
 
 @dataclass(frozen=True)
+class Simulation:
+    """The simulation settings every condition shares (:func:`ldct_clip.simulate.simulate_low_dose`); patient
+    ``i`` of a run gets seed ``seed + i``. ``projector`` is the concrete one ``auto`` resolved to."""
+
+    seed: int
+    projector: str
+    geometry: str
+    photons: float
+    electronic_noise: float
+
+
+@dataclass(frozen=True)
 class ConditionResult:
     """One condition's evaluation, as the overview needs it.
 
@@ -97,10 +109,6 @@ class GeneralizationResult:
     settings: dict[str, object]
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def simulated(self) -> int:
-        """Simulations computed in this run (not taken from the cache)."""
-        return int(self.settings["simulations_computed"])  # type: ignore[call-overload]
 
 
 def _check_folder(target: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
@@ -174,7 +182,7 @@ def run_generalization(
     thickness_list = check_thicknesses(thicknesses)
     preset_names = [p.name for p in ct_presets(presets)]
     chosen_baselines = resolve_baselines(baselines)
-    source = Path(input_path if input_path is not None else data_root)  # type: ignore[arg-type]
+    source = Path(input_path) if input_path is not None else Path(str(data_root))
     target = Path(output)
     data_sources = [source]
     inputs = [*data_sources, *map(Path, checkpoints)]
@@ -192,8 +200,7 @@ def run_generalization(
     concrete = resolve_projector(projector, make_geometry(geometry, max(first.hu.shape[1:]), first.pixel_mm))
     conditions = build_conditions(dose_list, filter_list, thickness_list, real=first.real_low is not None)
     sources = tuple(str(p) for p in data_sources)
-    simulation = {"seed": seed, "projector": concrete, "geometry": geometry, "photons": photons,
-                  "electronic_noise": electronic_noise}
+    simulation = Simulation(seed, concrete, geometry, photons, electronic_noise)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with staged_folder(target, before_move=lambda: _check_folder(target, overwrite, inputs)) as temp:
@@ -206,16 +213,18 @@ def run_generalization(
                   dynamic_ncols=True) as bar:
             for condition in conditions:
                 bar.set_postfix_str(condition.key)
+                lows: list[np.ndarray]
+                seconds: float | None
                 if condition.real:
-                    lows, seconds, hits = [p.real_low for p in patients], None, 0
+                    lows, seconds, hits = [p.real_low for p in patients if p.real_low is not None], None, 0
                 else:
                     pair = (condition.dose, condition.kernel)
                     if pair not in simulated:
                         simulated[pair] = _simulate(patients, condition, simulation, cache, progress)
                         computed += len(patients) - simulated[pair][2]
                         from_cache += simulated[pair][2]
-                    lows, seconds, hits = simulated[pair]  # type: ignore[assignment]
-                pairs, slab = _condition_pairs(condition, patients, lows, max_slices, sources)  # type: ignore[arg-type]
+                    lows, seconds, hits = simulated[pair]
+                pairs, slab = _condition_pairs(condition, patients, lows, max_slices, sources)
                 result = evaluate(entries, pairs, presets=preset_names, baselines=chosen_baselines, device=device,
                                   batch_size=batch_size, figure_slices=figure_slices, progress=progress)
                 result.notes.append(_condition_note(condition, slab, simulation, first.slice_spacing_mm))
@@ -224,7 +233,7 @@ def run_generalization(
                 results.append(ConditionResult(condition, summary_dict(result, command), report, seconds, hits, slab))
                 bar.update(1)
         settings: dict[str, object] = {
-            **simulation,
+            **asdict(simulation),
             "doses": list(dose_list),
             "filters": list(filter_list),
             "thicknesses_mm": list(thickness_list),
@@ -247,12 +256,12 @@ def run_generalization(
     return benchmark
 
 
-def _simulate(patients: Sequence[NormalDose], condition: Condition, simulation: dict[str, object],
+def _simulate(patients: Sequence[NormalDose], condition: Condition, simulation: Simulation,
               cache: SimulationCache, progress: bool) -> tuple[list[np.ndarray], float, int]:
     """Every patient's simulated thin slices at ``condition``'s dose and filter; seconds per slice; cache hits."""
     lows, seconds, slices, hits = [], 0.0, 0, 0
     for number, patient in enumerate(patients):
-        parameters = {**simulation, "seed": int(simulation["seed"]) + number,  # type: ignore[call-overload]
+        parameters = {**asdict(simulation), "seed": simulation.seed + number,
                       "source": patient.identity, "block": patient.block, "patient": patient.patient,
                       "dose": condition.dose, "filter": condition.filter_name, "pixel_mm": patient.pixel_mm,
                       "views": None}
@@ -260,10 +269,10 @@ def _simulate(patients: Sequence[NormalDose], condition: Condition, simulation: 
         found = cache.get(key, patient.hu.shape)
         if found is None:
             started = time.perf_counter()
-            low = simulate_low_dose(patient.hu, patient.pixel_mm, condition.dose, simulation["photons"],  # type: ignore[arg-type]
-                                    simulation["electronic_noise"], parameters["seed"],  # type: ignore[arg-type]
-                                    progress=progress, filter_name=condition.kernel,
-                                    projector=simulation["projector"], geometry=simulation["geometry"])  # type: ignore[arg-type]
+            low = simulate_low_dose(patient.hu, patient.pixel_mm, condition.dose, simulation.photons,
+                                    simulation.electronic_noise, simulation.seed + number, progress=progress,
+                                    filter_name=condition.kernel, projector=simulation.projector,
+                                    geometry=simulation.geometry)
             found = cache.put(key, low, (time.perf_counter() - started) / len(patient.hu), parameters)
         hits += found.hit
         lows.append(found.hu)
@@ -302,13 +311,13 @@ def _condition_pairs(condition: Condition, patients: Sequence[NormalDose], lows:
     return PairedSlices(tuple(slices), lambda index: images[index], description, sources=sources), size
 
 
-def _condition_note(condition: Condition, slab: int, simulation: dict[str, object], spacing: float) -> str:
+def _condition_note(condition: Condition, slab: int, simulation: Simulation, spacing: float) -> str:
     """The report note saying how this condition was made."""
     thickness = (f"each evaluated slice is the mean of {slab} adjacent {spacing:g} mm slices, for the low and the "
                  "normal dose alike" if slab > 1 else f"thin {spacing:g} mm slices")
     if condition.real:
         return f"Condition {condition.label}: the scanner's own low-dose series; {thickness}."
     return (f"Condition {condition.label}: low dose simulated from the normal dose by ldct_clip.simulate "
-            f"(projection-domain noise, {simulation['projector']} projector, {simulation['geometry']} beam, "
-            f"I0 {simulation['photons']:g}, electronic noise {simulation['electronic_noise']:g}, "
-            f"{condition.filter_name} FBP of the added noise, seed {simulation['seed']}); {thickness}.")
+            f"(projection-domain noise, {simulation.projector} projector, {simulation.geometry} beam, "
+            f"I0 {simulation.photons:g}, electronic noise {simulation.electronic_noise:g}, "
+            f"{condition.filter_name} FBP of the added noise, seed {simulation.seed}); {thickness}.")
