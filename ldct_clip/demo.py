@@ -16,6 +16,9 @@ Steps, each with the toolkit's own public pieces:
    new DICOM series, as ``python -m ldct_clip.infer`` would.
 4. **Evaluation.** :func:`ldct_clip.evaluation.evaluate` and :func:`ldct_clip.evaluation.write_report` score the
    model beside the low-dose input and TV (BM3D too when installed), as ``python -m ldct_clip.evaluate``.
+5. **Generalization** (only with ``--doses``). :func:`ldct_clip.generalization.run_generalization` on DEMO02's
+   normal dose at those doses, with ramp and hann noise, over two slices and every demo checkpoint, written to
+   ``generalization/`` (:func:`run_demo_generalization`).
 
 The encoder uses CLIP's ``openai`` RN50 weights when they can be had (cached, downloadable, or a file
 passed with ``--encoder-weights``). When ``openai`` was asked for and cannot be had (no network), the demo
