@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     shard = Shard.from_env(args.device)
     try:
-        per_rank: list[list[SeriesResult]] = shard.all_gather(_denoise(args, shard))  # type: ignore[assignment]
+        per_rank = shard.all_gather(_denoise(args, shard))
     finally:
         shard.close()
     results = [result for rank in per_rank for result in rank]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SUMMARY_NAME = "inference_summary.json"
 """The run summary rank 0 writes into the output folder of a batch."""
@@ -106,11 +107,11 @@ class Shard:
         if self.world_size > 1:
             dist.barrier()
 
-    def all_gather(self, value: object) -> list[object]:
-        """Every rank's ``value``, indexed by rank; each rank waits here for the others."""
+    def all_gather(self, value: T) -> list[T]:
+        """Every rank's ``value`` (picklable), indexed by rank; each rank waits here for the others."""
         if self.world_size == 1:
             return [value]
-        gathered: list[object] = [None] * self.world_size
+        gathered: list[Any] = [None] * self.world_size  # all_gather_object fills every slot
         dist.all_gather_object(gathered, value)
         return gathered
 
