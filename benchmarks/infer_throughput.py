@@ -1,4 +1,4 @@
-"""Inference throughput on a 512×512 CT series: model alone and whole command, fp32 and bf16.
+"""Inference throughput on a 512×512 CT series: model alone and whole command, torch fp32 and bf16, onnxruntime fp32.
 
 The series is pydicom-data's real CT slice (693_UNCR.dcm), shifted by a few pixels per slice so that no two
 slices are equal, written as ``--slices`` files with new UIDs and 1 mm apart into a temporary folder. The
@@ -13,6 +13,12 @@ load the checkpoint, read the DICOM series, denoise, write the DICOM series); mu
 ``torch.matmul`` (MKL for fp32, oneDNN for bf16) and large convolutions through oneDNN (the library that
 runs the model's convolutions); the RMS HU difference between bf16 and fp32; and the process's
 peak resident memory.
+
+The onnxruntime row (with the ``onnx`` extra installed) runs the same model exported by
+:func:`ldct_clip.exporting.export_model` through :class:`~ldct_clip.exporting.OnnxDenoiser` on the CPU
+execution provider, alone and as ``denoise_series(model.onnx, ...)``, against the fp32 peaks. It is fp32
+only: onnxruntime's CPU provider has no bfloat16 autocast, and its lower-precision routes (fp16 graphs,
+int8 quantization with calibration) change the model and its HU output rather than the arithmetic.
 
     python benchmarks/infer_throughput.py [--slices 64] [--batch-size 2] [--repeats 2] [--checkpoint CKPT]
 
@@ -41,6 +47,8 @@ import torch.nn.functional as F
 from ct_series import make_series
 from torch.utils.flop_counter import FlopCounterMode
 
+from ldct_clip.errors import InputError
+from ldct_clip.exporting import OnnxDenoiser, export_model
 from ldct_clip.inference import BATCH_SIZES, PRECISIONS, VolumeDenoiser, denoise_series
 from ldct_clip.io import read_series
 from ldct_clip.models import CLIPDenoiser, load_checkpoint, save_checkpoint
@@ -109,6 +117,29 @@ def measure(
     return model_s, whole_s, denoised
 
 
+def measure_onnx(
+    model: CLIPDenoiser, root: Path, series: Path, batch_size: int, repeats: int
+) -> tuple[float, float, np.ndarray] | None:
+    """(model-alone seconds, whole-command seconds, denoised HU) through onnxruntime; None without the extra."""
+    try:
+        report = export_model(model, root / "model.onnx", "onnx")
+    except InputError as err:
+        print(f"onnxruntime : skipped ({err})")
+        return None
+    print(f"onnx export : max |diff| {report.max_diff:.2e} HU, RMS {report.rms_diff:.2e} HU on the export check")
+    path = report.path
+    hu = read_series(series).hu
+    denoiser = OnnxDenoiser(path, batch_size=batch_size, device="cpu")
+    denoiser(hu[:batch_size])  # warm-up: the first run plans the graph's memory
+    model_s, denoised = best_seconds(lambda: denoiser(hu), repeats)
+
+    def whole() -> None:
+        denoise_series(path, series, root / "out-onnx", batch_size=batch_size, device="cpu", overwrite=True)
+
+    whole_s, _ = best_seconds(whole, repeats)
+    return model_s, whole_s, denoised
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -144,6 +175,10 @@ def main() -> None:
                 model, checkpoint, series, root / f"out-{precision}", precision, args.batch_size, args.repeats
             )
             rows[precision] = (args.slices / model_s, args.slices / whole_s)
+        onnx = measure_onnx(model, root, series, args.batch_size, args.repeats)
+        if onnx is not None:
+            rows["onnxruntime fp32"] = (args.slices / onnx[0], args.slices / onnx[1])
+            outputs["onnxruntime fp32"] = onnx[2]
 
     gmac = macs / 1e9
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -157,18 +192,22 @@ def main() -> None:
         matmul, conv = peaks[precision]
         print(f"GEMM peak   : {precision} torch.matmul {matmul:6.1f} GMAC/s, oneDNN conv {conv:6.1f} GMAC/s")
     print()
-    print("precision | model slices/s | model GMAC/s | % matmul peak | % oneDNN peak | whole command slices/s | "
-          "% of model")
-    for precision in PRECISIONS:
-        model_rate, whole_rate = rows[precision]
+    print("backend, precision | model slices/s | model GMAC/s | % matmul peak | % oneDNN peak | "
+          "whole command slices/s | % of model")
+    for name, (model_rate, whole_rate) in rows.items():
         achieved = model_rate * gmac
-        matmul, conv = peaks[precision]
-        print(f"{precision:9s} | {model_rate:14.3f} | {achieved:12.1f} | {100 * achieved / matmul:12.0f}% | "
+        matmul, conv = peaks[name if name in PRECISIONS else "fp32"]
+        label = f"torch {name}" if name in PRECISIONS else name
+        print(f"{label:18s} | {model_rate:14.3f} | {achieved:12.1f} | {100 * achieved / matmul:12.0f}% | "
               f"{100 * achieved / conv:12.0f}% | {whole_rate:22.3f} | {100 * whole_rate / model_rate:9.0f}%")
     print()
     print(f"bf16 vs fp32: RMS {np.sqrt(np.mean(diff**2)):.3f} HU, max |diff| {np.abs(diff).max():.3f} HU, "
           f"for an fp32 output spread (std) of {outputs['fp32'].std():.1f} HU"
           + ("" if args.checkpoint else " (random weights: pass --checkpoint for a trained model's figure)"))
+    if "onnxruntime fp32" in outputs:
+        onnx_diff = outputs["onnxruntime fp32"] - outputs["fp32"]
+        print(f"onnxruntime vs torch fp32: RMS {np.sqrt(np.mean(onnx_diff**2)):.2e} HU, "
+              f"max |diff| {np.abs(onnx_diff).max():.2e} HU")
     print(f"peak memory : {peak_gb:.2f} GB resident (ru_maxrss, whole run)")
     print()
     checks = [

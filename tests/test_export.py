@@ -221,3 +221,13 @@ def test_onnx_denoiser_checks_its_input_and_output(exports) -> None:
     assert np.isfinite(denoiser(_hu((1, 40, 40)))).all()
     with pytest.raises(InputError, match="redcnn.onnx: the model's output is NaN or infinite for slice 1:"):
         denoiser(_hu((4, 40, 40)))
+
+
+def test_monai_reads_the_torchscript_export_and_its_metadata(exports) -> None:
+    from monai.data import load_net_with_metadata
+
+    net, meta, _ = load_net_with_metadata(str(exports("redcnn", "torchscript")))
+    assert meta["method"] == "redcnn" and meta["input_scale"] == "hu"
+    hu = torch.from_numpy(_hu((1, 40, 52)))[:, None]
+    with torch.inference_mode():
+        assert net(hu).shape == (1, 1, 40, 52)
