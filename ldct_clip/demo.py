@@ -92,8 +92,9 @@ DOSE = 0.25
 """Simulated dose fraction (the AAPM-Mayo quarter dose)."""
 SLICE_SIZE = 512
 SLICE_SPACING_MM = 1.0
-DEFAULT_MINUTES = 4.0
-"""Default training budget in minutes; with data, inference and evaluation the demo takes about 7 on 2 cores."""
+DEFAULT_MINUTES = 6.0
+"""Default training budget in minutes (3 for CLIPDenoising, 1.5 each for Noise2Sim and RED-CNN, see
+:data:`BUDGET_SHARES`); with data, inference and evaluation the demo takes about 10 on 2 quiet cores."""
 ITERATIONS_PER_MINUTE = 130
 """Training iterations per minute measured on 2 CPU cores (batch 4, 64×64 patches): sizes the schedule."""
 MIN_ITERATIONS = 4
