@@ -9,7 +9,8 @@ The folder is built under a temporary name beside the target and renamed into pl
 never leaves a partial report; an existing report is replaced only with ``overwrite``, and never when it
 holds a file the evaluation read (a checkpoint, a series, the data).
 
-Markdown and HTML are rendered from one list of blocks, so the two always say the same. The report opens
+Markdown and HTML are rendered from one list of blocks (:mod:`ldct_clip.document`), so the two always say
+the same. The report opens
 with its warnings (a random encoder; any method worse than its low-dose input, per preset and patient; a
 training noise far from the series' noise);
 every PSNR/SSIM table is headed by its preset, window, data_range and slice count, marks the rows worse
@@ -19,19 +20,13 @@ only under the preset they were measured with, marked as quoted.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
-import math
 import os
 import textwrap
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -41,6 +36,7 @@ from scipy import ndimage
 from ldct_clip.atomic import staged_folder
 from ldct_clip.data.hu import WINDOWS
 from ldct_clip.data.mayo import MANIFEST_CACHE, Manifest
+from ldct_clip.document import FIGURE_FOLDER, Block, finite_json, png_bytes, to_html, to_markdown
 from ldct_clip.errors import InputError
 from ldct_clip.evaluation.published import published_rows
 from ldct_clip.evaluation.run import FIRST_MODEL, FULL_DOSE, LOW_DOSE, EvaluationResult, MetricSummary, worse_than_input
@@ -62,7 +58,6 @@ WORSE_MARK = "worse than input"
 _SSIM_WINDOWS = {"same_zero": "11×11 Gaussian (σ 1.5) zero-padded, mean over the whole slice",
                  "valid": "11×11 Gaussian (σ 1.5), mean over the valid window positions"}
 _IMAGE_INCHES = 2.6
-_DPI = 100
 _METRIC_DIGITS = {"psnr": 2, "ssim": 4}
 
 
@@ -118,16 +113,16 @@ def write_report(
     target = check_output(output, overwrite, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     with staged_folder(target, before_move=lambda: check_output(target, overwrite, inputs)) as temp:
-        (temp / "figures").mkdir()
+        (temp / FIGURE_FOLDER).mkdir()
         figures = _render_figures(result)
         for name, png in figures.items():
-            (temp / "figures" / name).write_bytes(png)
+            (temp / FIGURE_FOLDER / name).write_bytes(png)
         summary = summary_dict(result, command)
         _write_metrics_csv(result, temp / "metrics.csv")
         (temp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
         blocks = _blocks(result, summary, list(figures), _viewer(result))
-        (temp / "report.md").write_text(_markdown(blocks), encoding="utf-8")
-        (temp / "report.html").write_text(_html(blocks, figures), encoding="utf-8")
+        (temp / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+        (temp / "report.html").write_text(to_html(blocks, figures), encoding="utf-8")
         if manifest is not None:
             manifest.save(temp / MANIFEST_CACHE)
     return target
@@ -203,7 +198,7 @@ def summary_dict(result: EvaluationResult, command: str | None = None) -> dict[s
         }
     n = len(result.slices)
     first = result.models[0]
-    return _finite({
+    return finite_json({
         "ldct_clip_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,
@@ -270,42 +265,19 @@ def _preset_fields(spec: MetricPreset) -> dict[str, object]:
             "scale_to_unit": spec.scale_to_unit, "description": spec.description}
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (strict JSON has no inf or NaN)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 # --- document blocks ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Block:
-    """One element of the report: heading, paragraph, warning, list, table or figure."""
-
-    kind: str
-    text: str = ""
-    items: tuple[str, ...] = ()
-    header: tuple[str, ...] = ()
-    rows: tuple[tuple[str, ...], ...] = ()
-    level: int = 2
-
-
 def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: list[str],
-            viewer: str | None = None) -> list[_Block]:
+            viewer: str | None = None) -> list[Block]:
     n = len(result.slices)
     patients = result.patients
     labels = ", ".join(m.label for m in result.models)
-    blocks = [_Block("heading", f"Evaluation report: {labels}", level=1)]
+    blocks = [Block("heading", f"Evaluation report: {labels}", level=1)]
     warnings = summary["warnings"]
     assert isinstance(warnings, list)
-    blocks += [_Block("warning", line) for line in warnings]
-    blocks.append(_Block("list", items=(
+    blocks += [Block("warning", line) for line in warnings]
+    blocks.append(Block("list", items=(
         f"Data: {result.data_description}",
         f"Slices: {n} from {len(patients)} patient(s) ({', '.join(patients)})",
         *(f"Model: {m.label}; {m.details}" for m in result.models),
@@ -318,20 +290,20 @@ def _blocks(result: EvaluationResult, summary: dict[str, object], figure_names: 
         blocks += _preset_blocks(result, spec)
     blocks += _hu_blocks(result)
     blocks += _noise_blocks(result)
-    blocks.append(_Block("heading", "Figures"))
+    blocks.append(Block("heading", "Figures"))
     for name in figure_names:
-        blocks.append(_Block("figure", name, items=(_figure_caption(result, name),)))
+        blocks.append(Block("figure", name, caption=_figure_caption(result, name)))
     if viewer is not None:
-        blocks.append(_Block("heading", "Interactive viewer"))
-        blocks.append(_Block("viewer", viewer, items=(
-            f"{len(result.viewer_indices)} slices spread over the data, every method beside the low- and full-dose "
-            "images, in real HU (window presets, difference to full dose, zoom).",)))
+        blocks.append(Block("heading", "Interactive viewer"))
+        caption = (f"{len(result.viewer_indices)} slices spread over the data, every method beside the low- and "
+                   "full-dose images, in real HU (window presets, difference to full dose, zoom).")
+        blocks.append(Block("embed", viewer, caption=caption, fallback=f"{caption} Open report.html to use it."))
     blocks += _speed_blocks(result, summary)
-    blocks.append(_Block("heading", "Methods"))
-    blocks.append(_Block("list", items=tuple(f"{m.label}: {m.details}" for m in result.methods)))
+    blocks.append(Block("heading", "Methods"))
+    blocks.append(Block("list", items=tuple(f"{m.label}: {m.details}" for m in result.methods)))
     if result.notes:
-        blocks.append(_Block("heading", "Notes"))
-        blocks.append(_Block("list", items=tuple(result.notes)))
+        blocks.append(Block("heading", "Notes"))
+        blocks.append(Block("list", items=tuple(result.notes)))
     return blocks
 
 
@@ -347,7 +319,7 @@ def _worse_cell(result: EvaluationResult, preset: str, method: str, patient: str
     return f"{WORSE_MARK} ({', '.join(m.upper() for m in worse)})" if worse else ""
 
 
-def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]:
+def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[Block]:
     n = len(result.slices)
     rows = []
     for method in result.methods:
@@ -358,16 +330,16 @@ def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]
     for row in quoted:
         rows.append((f"{row.method} {QUOTED_MARK}", f"{row.psnr:.2f}", f"{row.ssim:.3f}", "quoted from the paper", ""))
     blocks = [
-        _Block("heading", f"PSNR / SSIM, preset {spec.name}"),
-        _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over slices.")),
-        _Block("table", header=("Method", "PSNR (dB)", "SSIM", "Source", "Versus input"), rows=tuple(rows)),
+        Block("heading", f"PSNR / SSIM, preset {spec.name}"),
+        Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over slices.")),
+        Block("table", header=("Method", "PSNR (dB)", "SSIM", "Source", "Versus input"), rows=tuple(rows)),
     ]
     if quoted:
         note = f"{QUOTED_MARK} {quoted[0].source[0].upper()}{quoted[0].source[1:]}; not recomputed here."
         if not result.published_comparable:
             note += (" This evaluation covers other slices than that table (see Data above), so the quoted rows "
                      "are not directly comparable with the measured ones.")
-        blocks.append(_Block("paragraph", note))
+        blocks.append(Block("paragraph", note))
     blocks += _paired_blocks(result, spec)
     patient_rows = []
     for patient in result.patients:
@@ -376,15 +348,15 @@ def _preset_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]
             patient_rows.append((patient, str(s.n), method.label, _pm(s.psnr_mean, s.psnr_std, 2),
                                  _pm(s.ssim_mean, s.ssim_std, 4), _worse_cell(result, spec.name, method.key, patient)))
     blocks += [
-        _Block("heading", f"Per patient, preset {spec.name}", level=3),
-        _Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over each patient's slices.")),
-        _Block("table", header=("Patient", "Slices", "Method", "PSNR (dB)", "SSIM", "Versus input"),
-               rows=tuple(patient_rows)),
+        Block("heading", f"Per patient, preset {spec.name}", level=3),
+        Block("paragraph", _preset_header(spec, n, "Mean ± standard deviation over each patient's slices.")),
+        Block("table", header=("Patient", "Slices", "Method", "PSNR (dB)", "SSIM", "Versus input"),
+              rows=tuple(patient_rows)),
     ]
     return blocks
 
 
-def _paired_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]:
+def _paired_blocks(result: EvaluationResult, spec: MetricPreset) -> list[Block]:
     """Each method minus the first model and minus the low-dose input, with intervals and p-values."""
     found = [c for c in result.comparisons if c.preset == spec.name and c.metric == "psnr"]
     if not found:
@@ -405,10 +377,10 @@ def _paired_blocks(result: EvaluationResult, spec: MetricPreset) -> list[_Block]
             f"the {first.units} {unit}, percentile method, seed {result.settings['bootstrap_seed']}) and the "
             "two-sided Wilcoxon signed-rank p-value over slices. Positive: the method scores higher.")
     return [
-        _Block("heading", f"Paired differences, preset {spec.name}", level=3),
-        _Block("paragraph", " ".join([text, *(f"Note: {note}." for note in notes)])),
-        _Block("table", header=("Method", "Minus", f"ΔPSNR (dB) [{level} CI]", "p (PSNR)", f"ΔSSIM [{level} CI]",
-                                "p (SSIM)"), rows=tuple(rows)),
+        Block("heading", f"Paired differences, preset {spec.name}", level=3),
+        Block("paragraph", " ".join([text, *(f"Note: {note}." for note in notes)])),
+        Block("table", header=("Method", "Minus", f"ΔPSNR (dB) [{level} CI]", "p (PSNR)", f"ΔSSIM [{level} CI]",
+                               "p (SSIM)"), rows=tuple(rows)),
     ]
 
 
@@ -425,23 +397,23 @@ def _p_cell(d: PairedDifference) -> str:
     return f"{d.p_value:.2g}" if d.p_value >= 1e-4 else "< 0.0001"
 
 
-def _speed_blocks(result: EvaluationResult, summary: dict[str, object]) -> list[_Block]:
+def _speed_blocks(result: EvaluationResult, summary: dict[str, object]) -> list[Block]:
     per_slice = summary["seconds_per_slice"]
     assert isinstance(per_slice, dict)
     rows = tuple((result.method(key).label, f"{seconds:.3g}", f"{result.seconds[key]:.1f}")
                  for key, seconds in per_slice.items())
     return [
-        _Block("heading", "Seconds per slice"),
-        _Block("paragraph", f"Wall-clock time of each method on the same {len(result.slices)} slices "
-                            f"({result.settings['device']}, {result.settings['precision']}, batch size "
-                            f"{result.settings['batch_size']}), reading and scoring excluded."),
-        _Block("table", header=("Method", "Seconds per slice", "Total seconds"), rows=rows),
+        Block("heading", "Seconds per slice"),
+        Block("paragraph", f"Wall-clock time of each method on the same {len(result.slices)} slices "
+                           f"({result.settings['device']}, {result.settings['precision']}, batch size "
+                           f"{result.settings['batch_size']}), reading and scoring excluded."),
+        Block("table", header=("Method", "Seconds per slice", "Total seconds"), rows=rows),
     ]
 
 
-def _noise_blocks(result: EvaluationResult) -> list[_Block]:
+def _noise_blocks(result: EvaluationResult) -> list[Block]:
     """Each patient's measured noise beside the noise each model was trained with."""
-    blocks = [_Block("heading", "Noise level"), _Block("paragraph", (
+    blocks = [Block("heading", "Noise level"), Block("paragraph", (
         "Noise SD of each patient's evaluated slices, estimated by ldct_clip.noise_estimation (flat-regions: the "
         "most common local standard deviation in soft tissue, on up to 64 slices spread over the patient), and "
         "the data.noise_sigma (1/255 of the model scale (HU + 1024) / 4096) whose Gaussian noise has the "
@@ -452,8 +424,8 @@ def _noise_blocks(result: EvaluationResult) -> list[_Block]:
         low, full = level.low_dose, level.full_dose
         rows.append((level.patient, "—" if low is None else f"{low.sd_hu:.1f}",
                      "—" if full is None else f"{full.sd_hu:.1f}", "—" if low is None else sigma_line_value(low.sd_hu)))
-    blocks.append(_Block("table", header=("Patient", "Low-dose noise SD (HU)", "Full-dose noise SD (HU)",
-                                          "Matching data.noise_sigma"), rows=tuple(rows)))
+    blocks.append(Block("table", header=("Patient", "Low-dose noise SD (HU)", "Full-dose noise SD (HU)",
+                                         "Matching data.noise_sigma"), rows=tuple(rows)))
     trained = [f"{m.label}: trained with noise sigma {m.training_noise_sigma:g}/255 "
                f"(≈ {sigma_to_hu(m.training_noise_sigma):.0f} HU)" for m in result.models
                if m.training_noise_sigma is not None]
@@ -461,18 +433,18 @@ def _noise_blocks(result: EvaluationResult) -> list[_Block]:
     if untrained:
         trained.append(f"{', '.join(untrained)}: no training noise recorded (a method that does not train on added "
                        "noise, or a checkpoint written before it was recorded).")
-    blocks.append(_Block("list", items=tuple(trained)))
+    blocks.append(Block("list", items=tuple(trained)))
     notes = [level.note for level in result.noise if level.note]
     if notes:
-        blocks.append(_Block("paragraph", " ".join(notes)))
+        blocks.append(Block("paragraph", " ".join(notes)))
     return blocks
 
 
-def _hu_blocks(result: EvaluationResult) -> list[_Block]:
-    blocks = [_Block("heading", "HU fidelity in flat regions")]
+def _hu_blocks(result: EvaluationResult) -> list[Block]:
+    blocks = [Block("heading", "HU fidelity in flat regions")]
     first = result.roi_summary(FIRST_MODEL)
     if first is None:
-        blocks.append(_Block("paragraph", "No ROIs were measured."))
+        blocks.append(Block("paragraph", "No ROIs were measured."))
         return blocks
     n_rois = int(first["n_rois"])
     n_slices = len({r.roi[0] for r in result.rois})
@@ -483,7 +455,7 @@ def _hu_blocks(result: EvaluationResult) -> list[_Block]:
                "every pixel in [-100, 200] HU.")
     else:
         how = "ROIs as given (index, y0, x0, h, w)."
-    blocks.append(_Block("paragraph", (
+    blocks.append(Block("paragraph", (
         f"No metric preset: raw HU, no window, no data_range; {n_rois} ROI(s) on {n_slices} of "
         f"{len(result.slices)} slices. {how} Bias = mean HU of the method − mean HU of the full-dose image in "
         "the ROI; noise SD = standard deviation of HU in the ROI (ddof 1); averages over ROIs.")))
@@ -493,8 +465,8 @@ def _hu_blocks(result: EvaluationResult) -> list[_Block]:
         assert s is not None
         rows.append((method.label, f"{s['bias_hu']:+.1f}", f"{s['abs_bias_hu']:.1f}", f"{s['noise_sd_hu']:.1f}"))
     rows.append(("Full-dose reference", "—", "—", f"{first['full_dose_noise_sd_hu']:.1f}"))
-    blocks.append(_Block("table", header=("Method", "Mean bias (HU)", "Mean absolute bias (HU)", "Noise SD (HU)"),
-                         rows=tuple(rows)))
+    blocks.append(Block("table", header=("Method", "Mean bias (HU)", "Mean absolute bias (HU)", "Noise SD (HU)"),
+                        rows=tuple(rows)))
     return blocks
 
 
@@ -514,82 +486,15 @@ def _figure_caption(result: EvaluationResult, name: str) -> str:
     return f"PSNR per slice along z, preset {preset}."
 
 
-def _markdown(blocks: list[_Block]) -> str:
-    lines: list[str] = []
-    for b in blocks:
-        if b.kind == "heading":
-            lines += ["#" * b.level + " " + b.text, ""]
-        elif b.kind == "warning":
-            lines += [f"> **Warning:** {b.text}", ""]
-        elif b.kind == "paragraph":
-            lines += [b.text, ""]
-        elif b.kind == "list":
-            lines += [f"- {item}" for item in b.items] + [""]
-        elif b.kind == "table":
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in b.header) + " |")
-            lines.append("|" + "|".join("---" for _ in b.header) + "|")
-            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in b.rows]
-            lines.append("")
-        elif b.kind == "figure":
-            lines += [f"![{b.text}](figures/{b.text})", "", f"*{b.items[0]}*", ""]
-        elif b.kind == "viewer":
-            lines += [f"{b.items[0]} Open report.html to use it.", ""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1em}th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:left}
-th{background:#eee}td:nth-child(n+2){font-variant-numeric:tabular-nums}
-.warning{background:#fff3cd;border:2px solid #d39e00;padding:0.8em;font-weight:bold}
-figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;color:#444}
-"""
-
-
-def _html(blocks: list[_Block], figures: dict[str, bytes]) -> str:
-    esc = html.escape
-    title = next(b.text for b in blocks if b.kind == "heading")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
-             f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind == "heading":
-            parts.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")
-        elif b.kind == "warning":
-            parts.append(f'<p class="warning">Warning: {esc(b.text)}</p>')
-        elif b.kind == "paragraph":
-            parts.append(f"<p>{esc(b.text)}</p>")
-        elif b.kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in b.items) + "</ul>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{esc(cell)}</th>" for cell in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in b.rows)
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.kind == "figure":
-            data = base64.b64encode(figures[b.text]).decode("ascii")
-            parts.append(f'<figure><img alt="{esc(b.items[0])}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{esc(b.items[0])}</figcaption></figure>")
-        elif b.kind == "viewer":
-            parts.append(f"<p>{esc(b.items[0])}</p>")
-            parts.append(b.text)  # a self-contained fragment from ldct_clip.viewer
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 # --- figures ---------------------------------------------------------------------------------------------
 
 
 def _render_figures(result: EvaluationResult) -> dict[str, bytes]:
     """PNG bytes by file name: one side-by-side figure per kept slice, one PSNR-along-z plot per preset."""
-    figures = {f"slice_{index:04d}.png": _png(_slice_figure(result, index)) for index in result.figure_indices}
+    figures = {f"slice_{index:04d}.png": png_bytes(_slice_figure(result, index)) for index in result.figure_indices}
     for spec in result.presets:
-        figures[f"psnr_{spec.name}.png"] = _png(_psnr_figure(result, spec))
+        figures[f"psnr_{spec.name}.png"] = png_bytes(_psnr_figure(result, spec))
     return figures
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
 
 
 def _slice_figure(result: EvaluationResult, index: int) -> Figure:

@@ -4,25 +4,23 @@ Written into the (staged) benchmark folder by :func:`write_overview`: ``report.m
 ``report.html`` (figures embedded), ``summary.json``, ``table.csv`` (one row per condition, preset and
 method) and ``figures/psnr_vs_dose_<preset>.png`` (one line per method, one panel per kernel and thickness,
 the real quarter dose as a star). Each condition's own evaluation report (slice figures, interactive viewer,
-per-slice metrics) is linked from the table. Markdown and HTML come from one list of blocks, so they agree.
+per-slice metrics) is linked from the table. Markdown and HTML come from one list of blocks
+(:mod:`ldct_clip.document`), so they agree.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ldct_clip.document import DPI, FIGURE_FOLDER, Block, Link, finite_json, png_bytes, to_html, to_markdown
 from ldct_clip.generalization.run import GeneralizationResult
 from ldct_clip.models.encoder import RANDOM
 
@@ -30,7 +28,10 @@ __all__ = ["SUMMARY_NAME", "TABLE_NAME", "psnr_figure", "table_rows", "write_ove
 
 TABLE_NAME = "table.csv"
 SUMMARY_NAME = "summary.json"
-_DPI = 100
+_STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+          "th{background:#eee}img{max-width:100%}")
+"""CSS of the overview: smaller tables than an evaluation report's, for its ten columns."""
 
 
 def _paired(summary: dict[str, Any], preset: str, method: str, metric: str, reference: str) -> dict[str, Any] | None:
@@ -80,7 +81,7 @@ def psnr_figure(result: GeneralizationResult, preset: str) -> Figure:
     kernels = list(dict.fromkeys(c.kernel for c in conditions if not c.real))
     thicknesses = list(dict.fromkeys(c.thickness_mm for c in conditions))
     methods = result.conditions[0].summary["methods"]
-    fig = Figure(figsize=(3.8 * len(kernels), 3.0 * len(thicknesses) + 0.8), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(3.8 * len(kernels), 3.0 * len(thicknesses) + 0.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(len(thicknesses), len(kernels), squeeze=False, sharey=True)
     doses = sorted({c.dose for c in conditions}, reverse=True)
 
@@ -122,30 +123,7 @@ def psnr_figure(result: GeneralizationResult, preset: str) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
-
-
 # --- document blocks --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Link:
-    """A cell or list item linking to a condition's report (report.md from Markdown, report.html from HTML)."""
-
-    text: str
-    folder: str
-
-
-@dataclass(frozen=True)
-class _Block:
-    kind: str  # heading, text, warning, list, table, figure
-    text: str = ""
-    items: tuple[str | _Link, ...] = ()
-    header: tuple[str, ...] = ()
-    rows: tuple[tuple[str | _Link, ...], ...] = ()
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -160,20 +138,22 @@ def _difference(row: dict[str, Any], metric: str, digits: int) -> str:
     return f"{mean:+.{digits}f}{interval}"
 
 
-def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: list[str]) -> list[_Block]:
+def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: list[str]) -> list[Block]:
     s = result.settings
     first = result.conditions[0].summary["methods"][0]["label"]
     patients = ", ".join(f"{p['patient']} ({p['slices']} of {p['of']} slices, {p['slice_spacing_mm']:g} mm apart)"
                          for p in s["patients"])
     blocks = [
-        _Block("heading", "Generalization benchmark: dose, kernel and thickness"),
-        _Block("text", f"Normal dose: {s['source']}; patient(s) {patients}. {len(result.conditions)} conditions: "
-                       f"doses {', '.join(f'{d * 100:g}%' for d in s['doses'])}, noise kernels "
-                       f"{', '.join(s['filters'])}, thickness {', '.join(f'{t:g} mm' for t in s['thicknesses_mm'])}"
-                       + (", and the real quarter dose" if any(c.condition.real for c in result.conditions) else "")
-                       + f". Every row is scored against the normal dose of the same slices; differences are "
-                         f"paired, against {first}, with 95 % bootstrap intervals. See docs/generalization.md for how "
-                         "to read it."),
+        Block("heading", "Generalization benchmark: dose, kernel and thickness", level=1),
+        Block("paragraph", f"Normal dose: {s['source']}; patient(s) {patients}. {len(result.conditions)} "
+                           f"conditions: doses {', '.join(f'{d * 100:g}%' for d in s['doses'])}, noise kernels "
+                           f"{', '.join(s['filters'])}, thickness "
+                           f"{', '.join(f'{t:g} mm' for t in s['thicknesses_mm'])}"
+                           + (", and the real quarter dose" if any(c.condition.real for c in result.conditions)
+                              else "")
+                           + f". Every row is scored against the normal dose of the same slices; differences are "
+                             f"paired, against {first}, with 95 % bootstrap intervals. See docs/generalization.md "
+                             "for how to read it."),
     ]
     random = [m["label"] for m in result.conditions[0].summary["methods"] if m.get("encoder_weights") == RANDOM]
     warnings = [f"{label}: the encoder was randomly initialised, not loaded from CLIP; its rows say nothing about "
@@ -185,24 +165,24 @@ def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: l
     warnings += [f"{item.condition.label}: {line}" for item in result.conditions
                  for line in item.summary["noise_level"]["warnings"]]
     if warnings:
-        blocks += [_Block("heading", "Warnings"), _Block("list", items=tuple(warnings))]
+        blocks += [Block("heading", "Warnings"), Block("list", items=tuple(warnings))]
     for preset in s["presets"]:
-        blocks.append(_Block("heading", f"Preset {preset}"))
+        blocks.append(Block("heading", f"Preset {preset}"))
         name = f"psnr_vs_dose_{preset}.png"
         if name in figures:
-            blocks.append(_Block("figure", name, items=(f"PSNR against dose under preset {preset}: one line per "
-                                                        "method, one panel per kernel and thickness.",)))
+            blocks.append(Block("figure", name, caption=f"PSNR against dose under preset {preset}: one line per "
+                                                       "method, one panel per kernel and thickness."))
         table = []
         for row in (r for r in rows if r["preset"] == preset):
-            table.append((_Link(row["condition_label"], row["report"].rsplit("/", 1)[0]), row["label"],
+            table.append((Link(row["condition_label"], row["report"].removesuffix(".html")), row["label"],
                           f"{_number(row['psnr_mean'], 2)} ± {_number(row['psnr_std'], 2)}",
                           _difference(row, "psnr", 2),
                           f"{_number(row['ssim_mean'], 4)} ± {_number(row['ssim_std'], 4)}",
                           _difference(row, "ssim", 4), _number(row["bias_hu"], 1), _number(row["noise_sd_hu"], 1),
                           "worse than input" if row["worse_than_input"] else "", str(row["slices"])))
-        blocks.append(_Block("table", header=("Condition", "Method", "PSNR (dB)", f"Δ PSNR vs {first} [95% CI]",
-                                              "SSIM", "Δ SSIM [95% CI]", "HU bias", "Noise SD (HU)", "", "Slices"),
-                             rows=tuple(table)))
+        blocks.append(Block("table", header=("Condition", "Method", "PSNR (dB)", f"Δ PSNR vs {first} [95% CI]",
+                                             "SSIM", "Δ SSIM [95% CI]", "HU bias", "Noise SD (HU)", "", "Slices"),
+                            rows=tuple(table)))
     cost = []
     for item in result.conditions:
         seconds = item.summary["seconds_per_slice"]
@@ -210,77 +190,23 @@ def _blocks(result: GeneralizationResult, rows: list[dict[str, Any]], figures: l
                            if m["key"] in seconds and seconds[m["key"]] is not None)
         simulated = "real data" if item.simulation_seconds is None else (
             f"{item.simulation_seconds:.3g}" + (" (cached)" if item.cache_hits else ""))
-        cost.append((_Link(item.condition.label, item.report), simulated, models))
+        cost.append((Link(item.condition.label, f"{item.report}/report"), simulated, models))
     blocks += [
-        _Block("heading", "Cost"),
-        _Block("text", "Seconds per slice on this run's machine: the simulation per thin slice (from the cache "
-                       "record when cached; a slab of n slices costs n of them), and each method's denoising per "
-                       f"evaluated slice. Simulations computed in this run: {s['simulations_computed']}, taken from "
-                       f"the cache: {s['simulations_from_cache']}."),
-        _Block("table", header=("Condition", "Simulation s/slice", "Denoising s/slice"), rows=tuple(cost)),
-        _Block("heading", "Conditions"),
-        _Block("list", items=tuple(_Link(f"{item.condition.label}: full evaluation report", item.report)
-                                   for item in result.conditions)),
-        _Block("heading", "Settings"),
-        _Block("list", items=tuple(f"{k}: {v}" for k, v in s.items() if k != "patients")),
+        Block("heading", "Cost"),
+        Block("paragraph", "Seconds per slice on this run's machine: the simulation per thin slice (from the "
+                           "cache record when cached; a slab of n slices costs n of them), and each method's "
+                           f"denoising per evaluated slice. Simulations computed in this run: "
+                           f"{s['simulations_computed']}, taken from the cache: {s['simulations_from_cache']}."),
+        Block("table", header=("Condition", "Simulation s/slice", "Denoising s/slice"), rows=tuple(cost)),
+        Block("heading", "Conditions"),
+        Block("list", items=tuple(Link(f"{item.condition.label}: full evaluation report", f"{item.report}/report")
+                                  for item in result.conditions)),
+        Block("heading", "Settings"),
+        Block("list", items=tuple(f"{k}: {v}" for k, v in s.items() if k != "patients")),
     ]
     if result.notes:
-        blocks += [_Block("heading", "Notes"), _Block("list", items=tuple(result.notes))]
+        blocks += [Block("heading", "Notes"), Block("list", items=tuple(result.notes))]
     return blocks
-
-
-def _md_cell(cell: str | _Link) -> str:
-    text = f"[{cell.text}]({cell.folder}/report.md)" if isinstance(cell, _Link) else cell
-    return text.replace("|", "\\|")
-
-
-def _markdown(blocks: list[_Block]) -> str:
-    out = []
-    for number, b in enumerate(blocks):
-        if b.kind == "heading":
-            out.append(("# " if number == 0 else "## ") + b.text)
-        elif b.kind == "text":
-            out.append(b.text)
-        elif b.kind == "list":
-            out.append("\n".join(f"- {_md_cell(item)}" for item in b.items))
-        elif b.kind == "figure":
-            out.append(f"![{b.items[0]}](figures/{b.text})")
-        elif b.kind == "table":
-            lines = ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
-            lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in b.rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-def _html_cell(cell: str | _Link) -> str:
-    if isinstance(cell, _Link):
-        return f'<a href="{html.escape(cell.folder)}/report.html">{html.escape(cell.text)}</a>'
-    return html.escape(cell)
-
-
-def _html(blocks: list[_Block], figures: dict[str, bytes]) -> str:
-    out = []
-    for number, b in enumerate(blocks):
-        if b.kind == "heading":
-            tag = "h1" if number == 0 else "h2"
-            out.append(f"<{tag}>{html.escape(b.text)}</{tag}>")
-        elif b.kind == "text":
-            out.append(f"<p>{html.escape(b.text)}</p>")
-        elif b.kind == "list":
-            out.append("<ul>" + "".join(f"<li>{_html_cell(item)}</li>" for item in b.items) + "</ul>")
-        elif b.kind == "figure":
-            data = base64.b64encode(figures[b.text]).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(b.items[0])}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{html.escape(b.items[0])}</figcaption></figure>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#eee}img{max-width:100%}")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Generalization benchmark</title>'
-            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
 
 
 def write_overview(result: GeneralizationResult, folder: Path) -> None:
@@ -289,11 +215,11 @@ def write_overview(result: GeneralizationResult, folder: Path) -> None:
     from ldct_clip import __version__
 
     rows = table_rows(result)
-    (folder / "figures").mkdir(exist_ok=True)
-    figures = {f"psnr_vs_dose_{preset}.png": _png(psnr_figure(result, preset))
+    (folder / FIGURE_FOLDER).mkdir(exist_ok=True)
+    figures = {f"psnr_vs_dose_{preset}.png": png_bytes(psnr_figure(result, preset))
                for preset in result.settings["presets"]}
     for name, png in figures.items():
-        (folder / "figures" / name).write_bytes(png)
+        (folder / FIGURE_FOLDER / name).write_bytes(png)
     with (folder / TABLE_NAME).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -310,22 +236,11 @@ def write_overview(result: GeneralizationResult, folder: Path) -> None:
                         "seconds_per_slice": item.summary["seconds_per_slice"],
                         "warnings": item.summary["warnings"]} for item in result.conditions],
         "rows": rows,
-        "figures": [f"figures/{name}" for name in figures],
+        "figures": [f"{FIGURE_FOLDER}/{name}" for name in figures],
         "notes": result.notes,
     }
-    (folder / SUMMARY_NAME).write_text(json.dumps(_finite(summary), indent=2, allow_nan=False, default=str) + "\n",
-                                       encoding="utf-8")
+    (folder / SUMMARY_NAME).write_text(
+        json.dumps(finite_json(summary), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
     blocks = _blocks(result, rows, list(figures))
-    (folder / "report.md").write_text(_markdown(blocks), encoding="utf-8")
-    (folder / "report.html").write_text(_html(blocks, figures), encoding="utf-8")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with non-finite floats as None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    (folder / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    (folder / "report.html").write_text(to_html(blocks, figures, "Generalization benchmark", _STYLE), encoding="utf-8")
