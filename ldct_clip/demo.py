@@ -30,13 +30,14 @@ works and what the outputs look like; they say nothing about the method's qualit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ from ldct_clip.methods import get_method
 from ldct_clip.models.encoder import OPENAI_TAG, RANDOM, CLIPEncoder
 from ldct_clip.simulate import FULL_DOSE_FOLDER, LOW_DOSE_FOLDER, simulate_series
 from ldct_clip.training import CHECKPOINT_DIR, LAST, Trainer
+from ldct_clip.training.budget import steps_in_budget
 
 __all__ = [
     "DEFAULT_MINUTES",
@@ -95,9 +97,8 @@ SLICE_SPACING_MM = 1.0
 DEFAULT_MINUTES = 6.0
 """Default training budget in minutes (3 for CLIPDenoising, 1.5 each for Noise2Sim and RED-CNN, see
 :data:`BUDGET_SHARES`); with data, inference and evaluation the demo takes about 10 on 2 quiet cores."""
-ITERATIONS_PER_MINUTE = 130
-"""Training iterations per minute measured on 2 CPU cores (batch 4, 64×64 patches): sizes the schedule."""
 MIN_ITERATIONS = 4
+"""Fewest schedule steps of a demo run, however short its budget."""
 SUMMARY_NAME = "demo.json"
 """Written last in the demo folder: its presence means the demo completed."""
 MARKER_NAME = ".ldct_clip_demo"
@@ -193,17 +194,30 @@ def build_demo_data(folder: Path, size: int = SLICE_SIZE, seed: int = 0, progres
 
 def demo_config(data_root: Path, minutes: float, encoder_weights: str, iterations: int | None = None,
                 device: str = "auto") -> ExperimentConfig:
-    """The LDCT recipe (``configs/ldct_mayo_sigma5.yaml``) shrunk to the demo's data and time budget."""
-    total = iterations or max(MIN_ITERATIONS, math.ceil(minutes * ITERATIONS_PER_MINUTE))
-    return config_from_dict({
-        "name": "demo",
-        "model": {"in_channels": 1, "encoder_weights": encoder_weights},
-        "data": {"kind": "mayo", "root": str(data_root), "split": SPLIT, "patch_size": 64, "noise_sigma": 5.0,
-                 "workers": 0, "val_max_slices": 2},
-        "schedule": {"iterations": total},
-        "train": {"batch_size": 4, "val_every": math.ceil(total / 4), "log_every": max(1, min(25, total // 4)),
-                  "checkpoint_every": math.ceil(total / 4), "max_minutes": minutes, "device": device},
-    })
+    """The LDCT recipe (``configs/ldct_mayo_sigma5.yaml``) shrunk to the demo's data and time budget.
+
+    Without ``iterations`` the schedule spans the steps that fit in ``minutes``, timed on this machine
+    (:func:`ldct_clip.training.budget.steps_in_budget`), so that its decay is reached within the budget.
+    """
+    def build(total: int) -> ExperimentConfig:
+        return config_from_dict({
+            "name": "demo",
+            "model": {"in_channels": 1, "encoder_weights": encoder_weights},
+            "data": {"kind": "mayo", "root": str(data_root), "split": SPLIT, "patch_size": 64, "noise_sigma": 5.0,
+                     "workers": 0, "val_max_slices": 2},
+            "schedule": {"iterations": total},
+            "train": {"batch_size": 4, "val_every": math.ceil(total / 4), "log_every": max(1, min(25, total // 4)),
+                      "checkpoint_every": math.ceil(total / 4), "max_minutes": minutes, "device": device},
+        })
+    return _fitted(build, minutes, iterations)
+
+
+def _fitted(build: Callable[[int], ExperimentConfig], minutes: float, iterations: int | None) -> ExperimentConfig:
+    """``build(iterations)``; without ``iterations``, ``build`` of the steps that fit in ``minutes`` here and now."""
+    if iterations is None:
+        _say(f"timing a few training steps to fit the schedule in {minutes:g} minute(s)")
+        iterations = steps_in_budget(build(MIN_ITERATIONS), minutes, MIN_ITERATIONS)
+    return build(iterations)
 
 
 COMPARISON_METHODS: tuple[str, ...] = ("noise2sim", "redcnn")
@@ -221,9 +235,13 @@ def comparison_config(method: str, data_root: Path, minutes: float, iterations: 
     """The official recipe of ``method`` (``configs/<method>_mayo.yaml``) shrunk to the demo's data and budget.
 
     Noise2Sim also learns from the test patient's own low-dose slices (``data.train_on_test_low_dose``): the
-    demo's training patient has only three unrelated slices, and a self-supervised method may.
+    demo's training patient has only three unrelated slices, and a self-supervised method may. The schedule
+    is fitted to ``minutes`` as in :func:`demo_config`.
     """
-    total = iterations or max(MIN_ITERATIONS, math.ceil(minutes * ITERATIONS_PER_MINUTE))
+    return _fitted(functools.partial(_comparison_config, method, data_root, minutes, device), minutes, iterations)
+
+
+def _comparison_config(method: str, data_root: Path, minutes: float, device: str, total: int) -> ExperimentConfig:
     recipes: dict[str, dict[str, object]] = {
         "noise2sim": {"optim": {"name": "adam", "lr": 5e-4, "betas": [0.1, 0.99], "weight_decay": 0.0,
                                 "grad_clip": None},

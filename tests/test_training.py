@@ -260,6 +260,31 @@ def test_time_budget_stops_early_with_a_resumable_checkpoint(images: dict[str, P
     assert (tmp_path / "run" / "checkpoints" / "resume.safetensors").is_file()
 
 
+def test_schedule_fitted_to_a_budget_from_timed_real_steps(images: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four real steps run (one untimed), their median sizes the schedule, and nothing is left behind."""
+    from ldct_clip.training import budget
+
+    steps_run = []
+    original = Trainer.train_step
+
+    def counted(self: Trainer, batch: dict) -> float:
+        steps_run.append(self.step)
+        return original(self, batch)
+
+    clock = iter([0.0, 9.0, 10.0, 10.5, 20.0, 20.4, 30.0, 30.6])  # warm-up 9 s, then 0.5, 0.4, 0.6 s
+    monkeypatch.setattr(Trainer, "train_step", counted)
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(budget.tempfile, "tempdir", str(tmp_path))
+    config = _fixed_set_config(**{"data.root": str(images["train"]), "data.val_root": str(images["val"]),
+                                  "train.max_minutes": 1.0})
+    assert budget.steps_in_budget(config, minutes=2.0) == int(120 * (1 - budget.RESERVE) / 0.5)
+    assert steps_run == [0, 1, 2, 3]
+    assert list(tmp_path.iterdir()) == []  # the probe's scratch run folder is gone
+    clock = iter([0.0, 9.0, 10.0, 10.5, 20.0, 20.4, 30.0, 30.6])
+    assert budget.steps_in_budget(config, minutes=1e-4, minimum=7) == 7
+
+
 def test_run_folder_inside_the_data_root_is_refused_before_anything_is_written(mayo_root: Path) -> None:
     before = _snapshot(mayo_root)
     code = run_cli(train_main, ["--config", str(ROOT / "configs" / "ldct_mayo_sigma5_smoke.yaml"), "--data-root",
