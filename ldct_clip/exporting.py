@@ -381,9 +381,13 @@ class OnnxDenoiser:
         if device == "cuda" and not cuda:
             raise InputError("device 'cuda' requested but onnxruntime has no CUDA execution provider; "
                              "pip install onnxruntime-gpu, or use --device cpu or auto")
-        self.device = torch.device("cuda" if cuda and device != "cpu" else "cpu")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda" else [
-            "CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
+        self.device = torch.device("cpu")
+        if cuda and device != "cpu":
+            # the GPU torch was set to (one per rank under torchrun, see ldct_clip.sharding), not always GPU 0
+            index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+            self.device = torch.device("cuda", index)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
         self.session = ort.InferenceSession(str(self.path), providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = BATCH_SIZES.get(self.device.type, 1) if batch_size is None else batch_size

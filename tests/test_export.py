@@ -223,6 +223,31 @@ def test_onnx_denoiser_checks_its_input_and_output(exports) -> None:
         denoiser(_hu((4, 40, 40)))
 
 
+def test_onnx_denoiser_uses_the_gpu_torch_was_set_to(exports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun each rank sets its own GPU (ldct_clip.sharding); the CUDA provider must use that one."""
+    import onnxruntime as ort
+
+    path = exports("redcnn", "onnx")  # exported before torch.cuda is patched
+    sessions = []
+
+    real_session = ort.InferenceSession
+
+    class Session:  # records the providers, then opens the graph on the CPU
+        def __init__(self, path: str, providers: list) -> None:
+            sessions.append(providers)
+            self.get_inputs = real_session(path, providers=["CPUExecutionProvider"]).get_inputs
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    denoiser = OnnxDenoiser(path, device="auto")
+    assert denoiser.device == torch.device("cuda", 1)
+    assert sessions == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]]
+    OnnxDenoiser(path, device="cpu")
+    assert sessions[-1] == ["CPUExecutionProvider"]
+
+
 def test_monai_reads_the_torchscript_export_and_its_metadata(exports) -> None:
     from monai.data import load_net_with_metadata
 
