@@ -13,7 +13,8 @@ require gradients train (CLIPDenoising: the adapter and decoder), each process d
 rank 0 validates, logs and saves.
 
 Parts: :mod:`~ldct_clip.training.loop` (:class:`Trainer`), :mod:`~ldct_clip.training.sampling` (step seeds,
-batches, mixup), :mod:`~ldct_clip.training.schedule`, :mod:`~ldct_clip.training.validation`,
+batches, mixup), :mod:`~ldct_clip.training.schedule`, :mod:`~ldct_clip.training.budget` (a schedule fitted
+to a time budget), :mod:`~ldct_clip.training.validation`,
 :mod:`~ldct_clip.training.distributed` and :mod:`~ldct_clip.training.records` (run-folder files, curves,
 run.json). What each method trains on is :mod:`ldct_clip.training_data`.
 """
