@@ -165,3 +165,21 @@ def make_ct_series(
         ds.save_as(path, implicit_vr=implicit_vr, little_endian=True, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def make_mayo_tree(root: str | Path, patients: Sequence[str], n_slices: int = 3, size: int = 48,
+                   noise_hu: float = 40.0) -> Path:
+    """An AAPM-Mayo-layout tree under ``root``: ``<patient>/{full,quarter}_1mm/`` for each of ``patients``.
+
+    Full dose is :func:`phantom_hu` (``n_slices`` of ``size``×``size``, 1 mm apart, 0.7 mm pixels); the
+    quarter dose adds Gaussian noise of ``noise_hu`` seeded by the patient's index, so each patient differs.
+    Returns ``root``.
+    """
+    root = Path(root)
+    for i, patient in enumerate(patients):
+        full = phantom_hu(n_slices, size, size)
+        quarter = full + np.random.default_rng(i).normal(0, noise_hu, full.shape).astype(np.float32)
+        for dose, hu in (("full", full), ("quarter", quarter)):
+            make_ct_series(root / patient / f"{dose}_1mm", n_slices, size, size, hu=np.round(hu),
+                           spacing=(1.0, 0.7, 0.7), patient_id=patient, seed=10 * i + (dose == "quarter"))
+    return root

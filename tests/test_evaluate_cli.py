@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ldct_clip import CLIPDenoiser, save_checkpoint
@@ -29,15 +28,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mayo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """L067 and L506 in the per-patient Mayo layout, three 48x48 slices per dose; plus a two-slice series."""
-    from dicom_factory import make_ct_series, phantom_hu
+    from dicom_factory import make_ct_series, make_mayo_tree
 
-    root = tmp_path_factory.mktemp("mayo")
-    for i, patient in enumerate(("L067", "L506")):
-        full = phantom_hu(3, 48, 48)
-        quarter = full + np.random.default_rng(i).normal(0, 40, full.shape)
-        for dose, hu in (("full", full), ("quarter", quarter)):
-            make_ct_series(root / patient / f"{dose}_1mm", 3, 48, 48, hu=np.round(hu), spacing=(1.0, 0.7, 0.7),
-                           patient_id=patient, seed=10 * i + (dose == "quarter"))
+    root = make_mayo_tree(tmp_path_factory.mktemp("mayo"), ("L067", "L506"), 3, 48)
     extra = tmp_path_factory.mktemp("series")
     make_ct_series(extra / "two_slices", 2, 48, 48, spacing=(1.0, 0.7, 0.7))
     make_ct_series(extra / "shifted", 3, 48, 48, spacing=(1.0, 0.7, 0.7), origin=(-24.0, -24.0, 140.0))

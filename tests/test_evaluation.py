@@ -41,16 +41,9 @@ def model() -> CLIPDenoiser:
 @pytest.fixture(scope="module")
 def mayo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """L333 and L506 (the noise2sim test patients), three 48x48 slices each; L506 alone is the clipdenoising test."""
-    from dicom_factory import make_ct_series, phantom_hu
+    from dicom_factory import make_mayo_tree
 
-    root = tmp_path_factory.mktemp("mayo")
-    for i, patient in enumerate(("L333", "L506")):
-        full = phantom_hu(3, SIZE, SIZE)
-        quarter = full + np.random.default_rng(i).normal(0, 40, full.shape)
-        for dose, hu in (("full", full), ("quarter", quarter)):
-            make_ct_series(root / patient / f"{dose}_1mm", 3, SIZE, SIZE, hu=np.round(hu), spacing=(1.0, 0.7, 0.7),
-                           patient_id=patient, seed=10 * i + (dose == "quarter"))
-    return root
+    return make_mayo_tree(tmp_path_factory.mktemp("mayo"), ("L333", "L506"), 3, SIZE)
 
 
 def _constant_pairs(offset: float, n: int = 2) -> PairedSlices:

@@ -202,16 +202,9 @@ def test_torchrun_two_processes_on_cpu(images: dict[str, Path], tmp_path: Path) 
 @pytest.fixture(scope="module")
 def mayo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three patients in the per-patient Mayo layout: L067 and L096 train, L506 is the clipdenoising test."""
-    from dicom_factory import make_ct_series, phantom_hu
+    from dicom_factory import make_mayo_tree
 
-    root = tmp_path_factory.mktemp("mayo")
-    for i, patient in enumerate(("L067", "L096", "L506")):
-        full = phantom_hu(3, 48, 48)
-        quarter = full + np.random.default_rng(i).normal(0, 40, full.shape).astype(np.float32)
-        for dose, hu in (("full", full), ("quarter", quarter)):
-            make_ct_series(root / patient / f"{dose}_1mm", 3, 48, 48, hu=np.round(hu), spacing=(1.0, 0.7, 0.7),
-                           patient_id=patient, seed=10 * i + (dose == "quarter"))
-    return root
+    return make_mayo_tree(tmp_path_factory.mktemp("mayo"), ("L067", "L096", "L506"), 3, 48)
 
 
 def _snapshot(root: Path) -> dict[str, int]:

@@ -29,7 +29,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (-160.0, 240.0),
     "full": (HU_MIN, HU_MAX),
     "lung": (-1350.0, 150.0),
-    "bone": (-500.0, 1300.0),
+    "bone": (-450.0, 1050.0),
 }
 """Named HU windows as (lo, hi). ``display``/``abdomen`` is the window of the LDCT papers' figures."""
 

@@ -28,16 +28,9 @@ FAST = ["schedule.iterations=4", "train.batch_size=2", "train.val_every=2", "tra
 @pytest.fixture(scope="module")
 def mayo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four patients (L067, L096 train; L333, L506 test) of four 48×48 slices, quarter = full + 40 HU noise."""
-    from dicom_factory import make_ct_series, phantom_hu
+    from dicom_factory import make_mayo_tree
 
-    root = tmp_path_factory.mktemp("mayo")
-    for i, patient in enumerate(("L067", "L096", "L333", "L506")):
-        full = phantom_hu(4, 48, 48)
-        quarter = full + np.random.default_rng(i).normal(0, 40, full.shape).astype(np.float32)
-        for dose, hu in (("full", full), ("quarter", quarter)):
-            make_ct_series(root / patient / f"{dose}_1mm", 4, 48, 48, hu=np.round(hu), spacing=(1.0, 0.7, 0.7),
-                           patient_id=patient, seed=10 * i + (dose == "quarter"))
-    return root
+    return make_mayo_tree(tmp_path_factory.mktemp("mayo"), ("L067", "L096", "L333", "L506"), 4, 48)
 
 
 def _args(method: str, root: Path, out: Path, *extra: str) -> list[str]:

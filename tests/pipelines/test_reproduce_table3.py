@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import pytest
 from pipeline_scripts import load_pipeline
 
@@ -31,16 +30,9 @@ def script() -> ModuleType:
 def mayo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """L067 and L096 train, L506 is Table 3's test patient (L333 is Noise2Sim's second test patient, so its
     split leaves it out of training); four 64×64 slices each, quarter = full + 40 HU noise."""
-    from dicom_factory import make_ct_series, phantom_hu
+    from dicom_factory import make_mayo_tree
 
-    root = tmp_path_factory.mktemp("mayo")
-    for i, patient in enumerate(("L067", "L096", "L333", "L506")):
-        full = phantom_hu(4, 64, 64)
-        quarter = full + np.random.default_rng(i).normal(0, 40, full.shape).astype(np.float32)
-        for dose, hu in (("full", full), ("quarter", quarter)):
-            make_ct_series(root / patient / f"{dose}_1mm", 4, 64, 64, hu=np.round(hu), spacing=(1.0, 0.7, 0.7),
-                           patient_id=patient, seed=10 * i + (dose == "quarter"))
-    return root
+    return make_mayo_tree(tmp_path_factory.mktemp("mayo"), ("L067", "L096", "L333", "L506"), 4, 64)
 
 
 def _argv(root: Path, out: Path, *extra: str) -> list[str]:
