@@ -94,9 +94,9 @@ DOSE = 0.25
 """Simulated dose fraction (the AAPM-Mayo quarter dose)."""
 SLICE_SIZE = 512
 SLICE_SPACING_MM = 1.0
-DEFAULT_MINUTES = 6.0
-"""Default training budget in minutes (3 for CLIPDenoising, 1.5 each for Noise2Sim and RED-CNN, see
-:data:`BUDGET_SHARES`); with data, inference and evaluation the demo takes about 10 on 2 quiet cores."""
+DEFAULT_MINUTES = 10.0
+"""Default training budget in minutes (2.5 for CLIPDenoising, 1.5 for Noise2Sim, 6 for RED-CNN, see
+:data:`BUDGET_SHARES`); with data, inference and evaluation the demo takes about 14 on 2 quiet cores."""
 MIN_ITERATIONS = 4
 """Fewest schedule steps of a demo run, however short its budget."""
 SUMMARY_NAME = "demo.json"
@@ -222,9 +222,11 @@ def _fitted(build: Callable[[int], ExperimentConfig], minutes: float, iterations
 
 COMPARISON_METHODS: tuple[str, ...] = ("noise2sim", "redcnn")
 """Methods the demo trains beside CLIPDenoising (``--with-scoresde`` adds ``scoresde_ct``)."""
-BUDGET_SHARES = {"clipdenoising": 0.5, "noise2sim": 0.25, "redcnn": 0.25}
-"""How the training budget is split: half for CLIPDenoising, a quarter each for Noise2Sim and RED-CNN."""
-SCORESDE_SHARES = {"clipdenoising": 0.4, "noise2sim": 0.2, "redcnn": 0.2, "scoresde_ct": 0.2}
+BUDGET_SHARES = {"clipdenoising": 0.25, "noise2sim": 0.15, "redcnn": 0.6}
+"""How the training budget is split, by what each method needs to pass its input on the demo data (measured
+in ``docs/methods.md``): RED-CNN's steps cost 2.5 s on 2 CPU cores (full-resolution 96-channel 5×5
+convolutions) and it needs about 100 of them, CLIPDenoising and Noise2Sim about 0.3 and 0.5 s."""
+SCORESDE_SHARES = {"clipdenoising": 0.2, "noise2sim": 0.1, "redcnn": 0.4, "scoresde_ct": 0.3}
 """The split with ``--with-scoresde``."""
 SCORESDE_STEPS = 20
 """Sampler steps of the demo's score model (41 network evaluations per slice instead of 2001)."""
