@@ -154,3 +154,24 @@ def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], message: st
     assert run.stderr.strip().startswith(f"error: {message}")
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_without_iterations_each_schedule_is_fitted_to_its_budget(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """The demo's configs ask steps_in_budget how many steps of that very recipe fit, and span exactly those."""
+    probes = []
+
+    def fake_steps(config, minutes: float, minimum: int) -> int:  # noqa: ANN001
+        probes.append((config.method, config.schedule.iterations, config.train.max_minutes, minutes, minimum))
+        return 40
+
+    monkeypatch.setattr(demo, "steps_in_budget", fake_steps)
+    clip = demo.demo_config(tmp_path, 2.5, "random")
+    noise2sim = demo.comparison_config("noise2sim", tmp_path, 1.5)
+    score = demo.comparison_config("scoresde_ct", tmp_path, 3.0)
+    assert [c.schedule.iterations for c in (clip, noise2sim, score)] == [40, 40, 40]
+    assert score.schedule.warmup_iterations == 4 and clip.train.val_every == 10  # derived from the fitted length
+    assert probes == [("clipdenoising", demo.MIN_ITERATIONS, 2.5, 2.5, demo.MIN_ITERATIONS),
+                      ("noise2sim", demo.MIN_ITERATIONS, 1.5, 1.5, demo.MIN_ITERATIONS),
+                      ("scoresde_ct", demo.MIN_ITERATIONS, 3.0, 3.0, demo.MIN_ITERATIONS)]
+    assert demo.demo_config(tmp_path, 2.5, "random", iterations=7).schedule.iterations == 7 and len(probes) == 3
