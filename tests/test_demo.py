@@ -175,3 +175,15 @@ def test_without_iterations_each_schedule_is_fitted_to_its_budget(monkeypatch: p
                       ("noise2sim", demo.MIN_ITERATIONS, 1.5, 1.5, demo.MIN_ITERATIONS),
                       ("scoresde_ct", demo.MIN_ITERATIONS, 3.0, 3.0, demo.MIN_ITERATIONS)]
     assert demo.demo_config(tmp_path, 2.5, "random", iterations=7).schedule.iterations == 7 and len(probes) == 3
+
+
+def test_with_scoresde_trains_and_reports_the_score_model_too(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = demo.main(["--output", str(tmp_path / "out"), "--iterations", "2", "--slice-size", "64", "--device", "cpu",
+                      "--encoder-weights", "random", "--with-scoresde"])
+    assert code == 0
+    assert (tmp_path / "out" / "run_scoresde_ct" / "checkpoints" / "last.safetensors").is_file()
+    summary = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
+    labels = [m["label"] for m in summary["methods"]]
+    assert any(label.startswith("ScoreSDE-CT") for label in labels), labels
+    assert "ScoreSDE-CT 30%" in capsys.readouterr().out
