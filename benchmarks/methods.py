@@ -38,7 +38,7 @@ from infer_throughput import cpu_name
 from ldct_clip.cli import run_cli
 from ldct_clip.config import ExperimentConfig
 from ldct_clip.demo import SPLIT as DEMO_SPLIT
-from ldct_clip.demo import build_demo_data, comparison_config, demo_config
+from ldct_clip.demo import build_demo_data, comparison_config, demo_config, shout
 from ldct_clip.device import DEVICES
 from ldct_clip.errors import InputError
 from ldct_clip.evaluation import (
@@ -130,11 +130,6 @@ def _load() -> str:
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPU(s)"
 
 
-def _shout(message: str) -> None:
-    bar = "!" * 100
-    print(f"{bar}\nWARNING: {message}\n{bar}", flush=True)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, help="AAPM-Mayo-layout folder (default: build the demo data)")
@@ -166,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{platform.platform()}, {cpu_name()}, torch {torch.__version__} with {torch.get_num_threads()} thread(s); "
           f"{_load()} at the start", flush=True)
     if args.encoder_weights == RANDOM and "clipdenoising" in args.methods:
-        _shout("CLIPDenoising runs with a RANDOMLY INITIALISED encoder (the CLIP RN50 weights are not available "
+        shout("CLIPDenoising runs with a RANDOMLY INITIALISED encoder (the CLIP RN50 weights are not available "
                "offline): its numbers are NOT CLIPDenoising's. Pass --encoder-weights RN50.pt for real ones.")
     if args.data_root is None:
         print(f"building the demo data ({args.slice_size}×{args.slice_size}, simulated quarter dose) in "
@@ -174,18 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root, split = build_demo_data(args.output, args.slice_size), args.split or DEMO_SPLIT
     else:
         data_root, split = args.data_root, args.split or "clipdenoising"
-    configs: list[ExperimentConfig] = []
+    budgets = {m: args.minutes_per_method or DEFAULT_MINUTES[m] for m in args.methods}
     training: dict[str, tuple[float, int]] = {}
-    for method in args.methods:  # each schedule fitted just before its run, under the load of that moment
-        minutes = args.minutes_per_method or DEFAULT_MINUTES[method]
-        config = method_config(method, data_root, minutes, split, args.encoder_weights, args.device, args.score_steps)
+    for method, budget in budgets.items():  # each schedule fitted just before its run, under the load of that moment
+        config = method_config(method, data_root, budget, split, args.encoder_weights, args.device, args.score_steps)
         print(f"training {get_method(method).title}: {config.schedule.iterations} steps fitted to "
-              f"{minutes:g} min; {_load()}", flush=True)
-        minutes, steps = train(config, args.output / "runs" / method)
-        configs.append(config)
-        training[method] = (minutes, steps)
-    entries = [(get_method(c.method).title, load_checkpoint(args.output / "runs" / c.method / CHECKPOINT_DIR / LAST))
-               for c in configs]
+              f"{budget:g} min; {_load()}", flush=True)
+        training[method] = train(config, args.output / "runs" / method)
+    entries = [(get_method(m).title, load_checkpoint(args.output / "runs" / m / CHECKPOINT_DIR / LAST))
+               for m in args.methods]
     pairs = pairs_from_manifest(load_manifest(data_root), split)
     print(f"evaluating on {len(pairs)} held-out slice(s) of {', '.join(dict.fromkeys(s.patient for s in pairs.slices))}"
           f"; {_load()}", flush=True)
@@ -194,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  command=" ".join(["python", "benchmarks/methods.py", *(sys.argv[1:] if argv is None else argv)]))
     lines = [
         f"Methods benchmark: {result.data_description}; {len(result.slices)} held-out slice(s).",
-        "Budget: schedules fitted to " + ", ".join(
-            f"{get_method(m).title} {args.minutes_per_method or DEFAULT_MINUTES[m]:g}" for m in args.methods)
+        "Budget: schedules fitted to " + ", ".join(f"{get_method(m).title} {b:g}" for m, b in budgets.items())
         + f" wall-clock minute(s) of training (device {result.settings['device']}); the train min column is what "
         "each run took.",
         "",

@@ -80,6 +80,7 @@ __all__ = [
     "demo_volume",
     "run_demo",
     "run_demo_generalization",
+    "shout",
 ]
 
 DEMO_PATIENTS: dict[str, tuple[str, ...]] = {
@@ -285,7 +286,7 @@ def choose_encoder_weights(requested: str) -> tuple[str, str | None]:
     try:
         CLIPEncoder(OPENAI_TAG)
     except InputError as err:
-        _shout(random_encoder_notice(str(err)))
+        shout(random_encoder_notice(str(err)))
         return RANDOM, str(err)
     return OPENAI_TAG, None
 
@@ -453,7 +454,8 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _shout(message: str) -> None:
+def shout(message: str) -> None:
+    """Print ``message`` as a WARNING between two rows of exclamation marks, impossible to miss in a log."""
     bar = "!" * 100
     print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
 
@@ -502,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in demo.worse_than_input:
         print(f"WARNING: {line}", file=sys.stderr)
     if demo.random_encoder_reason is not None:
-        _shout(random_encoder_notice(demo.random_encoder_reason))
+        shout(random_encoder_notice(demo.random_encoder_reason))
     return 0
 
 

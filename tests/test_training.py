@@ -267,7 +267,7 @@ def test_schedule_fitted_to_a_budget_from_timed_real_steps(images: dict[str, Pat
 
     clock = iter([0.0, 9.0, 10.0, 10.5, 20.0, 20.4, 30.0, 30.6])  # warm-up 9 s, then 0.5, 0.4, 0.6 s
     monkeypatch.setattr(Trainer, "train_step", counted)
-    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(budget, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(budget.tempfile, "tempdir", str(tmp_path))
     config = _fixed_set_config(**{"data.root": str(images["train"]), "data.val_root": str(images["val"]),
                                   "train.max_minutes": 1.0})

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import tempfile
-import time
+from time import perf_counter
 
 from ldct_clip.config import ExperimentConfig
+from ldct_clip.training.loop import Trainer
 
 WARMUP_STEPS = 1
 """Untimed steps first: the first passes at a new size are several times slower (allocation, kernel choice)."""
@@ -33,8 +35,6 @@ def steps_in_budget(config: ExperimentConfig, minutes: float, minimum: int = 4) 
     :data:`WARMUP_STEPS` + :data:`TIMED_STEPS` steps (batch loading included) and divides the budget, less
     :data:`RESERVE`, by the median step time. The probe's own seconds are not counted against the budget.
     """
-    from ldct_clip.training.loop import Trainer
-
     probe_steps = WARMUP_STEPS + TIMED_STEPS
     probe = dataclasses.replace(
         config,
@@ -46,8 +46,8 @@ def steps_in_budget(config: ExperimentConfig, minutes: float, minimum: int = 4) 
         seconds = []
         batches = iter(trainer._loader())
         for _ in range(probe_steps):
-            started = time.perf_counter()
+            started = perf_counter()
             trainer.train_step(next(batches))
-            seconds.append(time.perf_counter() - started)
-    step = sorted(seconds[WARMUP_STEPS:])[TIMED_STEPS // 2]
+            seconds.append(perf_counter() - started)
+    step = statistics.median(seconds[WARMUP_STEPS:])
     return max(minimum, math.floor(60.0 * minutes * (1.0 - RESERVE) / step))
