@@ -43,6 +43,7 @@ __all__ = [
     "balance",
     "count_slices",
     "find_partials",
+    "join_process_group",
     "output_complete",
     "summary_table",
     "tidy_partials",
@@ -98,8 +99,7 @@ class Shard:
             torch.cuda.set_device(local_rank)
         if world <= 1:
             return cls(local_rank=local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="gloo", timeout=RESULTS_TIMEOUT)
+        join_process_group("gloo", RESULTS_TIMEOUT)
         return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def barrier(self) -> None:
@@ -119,6 +119,24 @@ class Shard:
         """Leave the process group (a no-op for a single process)."""
         if self.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def join_process_group(backend: str, timeout: timedelta | None = None) -> None:
+    """Join the ``torchrun`` process group (``backend``, ``timeout``) unless this process already has.
+
+    ``torch.distributed.nn`` is imported first, on purpose. Its functions take ``group=group.WORLD`` as a
+    default argument, evaluated when the module is imported; importing it after the group exists (as
+    ``torch._dynamo`` does, pulled in by timm and open_clip when a model is built) keeps the group
+    referenced forever, so ``destroy_process_group`` cannot free it and its gloo worker threads outlive
+    the interpreter. A worker that releases a finished collective's tensors during interpreter shutdown
+    then dies in ``std::terminate`` ("terminate called without an active exception", SIGABRT), and
+    ``torchrun`` reports the run as failed although every rank finished: about one run in ten here.
+    Imported before the group exists, those defaults are ``None``.
+    """
+    import torch.distributed.nn  # noqa: F401  (see above: before the group, never after)
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timeout)
 
 
 def count_slices(source: Path) -> int:

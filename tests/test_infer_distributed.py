@@ -287,3 +287,28 @@ def test_a_killed_rank_is_resumed_with_skip_existing_to_the_same_pixels(tmp_path
     assert {name: _hashes(out / name) for name in done} == kept  # the finished series were not written again
     for name in names:
         assert _pixels(out / name) == _pixels(reference / name), name
+
+
+_FREES_ITS_GROUP = """
+import gc, weakref
+import torch.distributed as dist
+from ldct_clip.sharding import Shard
+
+shard = Shard.from_env("cpu")
+world = weakref.ref(dist.group.WORLD)
+import torch._dynamo  # what building a model pulls in (timm, open_clip), after the group exists
+assert shard.all_gather(shard.rank) == [0, 1]
+shard.close()
+gc.collect()
+assert world() is None, "the process group outlives destroy_process_group: its gloo threads outlive Python"
+"""
+
+
+@pytest.mark.slow
+def test_closing_a_shard_frees_its_process_group_so_no_gloo_thread_outlives_python(tmp_path: Path) -> None:
+    # a group kept alive by torch.distributed.nn's default arguments made ~1 run in 10 die in std::terminate
+    script = tmp_path / "frees_its_group.py"
+    script.write_text(_FREES_ITS_GROUP)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=ENV)
+    assert run.returncode == 0, run.stderr

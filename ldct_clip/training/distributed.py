@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ldct_clip.sharding import join_process_group
+
 
 @dataclass
 class Distributed:
@@ -28,7 +30,7 @@ class Distributed:
             return cls()
         if not dist.is_initialized():
             backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
+            join_process_group(backend)
         return cls(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
     def barrier(self) -> None:
