@@ -44,6 +44,7 @@ __all__ = [
     "count_slices",
     "find_partials",
     "join_process_group",
+    "leave_process_group",
     "output_complete",
     "summary_table",
     "tidy_partials",
@@ -117,8 +118,8 @@ class Shard:
 
     def close(self) -> None:
         """Leave the process group (a no-op for a single process)."""
-        if self.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        if self.world_size > 1:
+            leave_process_group()
 
 
 def join_process_group(backend: str, timeout: timedelta | None = None) -> None:
@@ -137,6 +138,12 @@ def join_process_group(backend: str, timeout: timedelta | None = None) -> None:
 
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timeout)
+
+
+def leave_process_group() -> None:
+    """Destroy the process group, if there is one, so that its threads end before the interpreter does."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def count_slices(source: Path) -> int:

@@ -86,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     created = not run_dir.exists()
     try:
         trainer = Trainer(config, run_dir, resume=args.resume is not None)
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        finally:
+            trainer.dist.close()  # the group's threads end before the interpreter does
     except BaseException:
         if created and not (run_dir / RUN_INFO).exists():  # a run that never started leaves nothing behind
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -182,11 +182,24 @@ def test_cli_errors_are_one_line(tmp_path: Path, images: dict[str, Path], capsys
         "pass one of the YAML files in configs/"
 
 
+_TRAIN_THEN_CHECK_THE_GROUP = """
+import sys
+import torch.distributed as dist
+from ldct_clip import train
+
+status = train.main(sys.argv[1:])
+assert not dist.is_initialized(), "training left its process group (and the group's threads) alive"
+sys.exit(status)
+"""
+
+
 def test_torchrun_two_processes_on_cpu(images: dict[str, Path], tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
+    script = tmp_path / "train_then_check_the_group.py"  # python -m ldct_clip.train, then one check on the way out
+    script.write_text(_TRAIN_THEN_CHECK_THE_GROUP)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-         "ldct_clip.train", "--config", str(ROOT / "configs" / "natural_gaussian_sigma15_smoke.yaml"),
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         "--config", str(ROOT / "configs" / "natural_gaussian_sigma15_smoke.yaml"),
          "--data-root", str(images["train"]), "--output-dir", str(run_dir), "--set", f"data.val_root={images['val']}",
          *[a for kv in FAST for a in ("--set", kv)]],
         capture_output=True, text=True, timeout=600, cwd=ROOT,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ldct_clip.sharding import join_process_group
+from ldct_clip.sharding import join_process_group, leave_process_group
 
 
 @dataclass
@@ -36,3 +36,8 @@ class Distributed:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group (a no-op for a single process)."""
+        if self.world_size > 1:
+            leave_process_group()
