@@ -28,9 +28,7 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        if not dist.is_initialized():
-            backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
-            join_process_group(backend)
+        join_process_group("nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo")
         return cls(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
     def barrier(self) -> None:
